@@ -1,0 +1,329 @@
+"""Numba kernels for the hot paths of the solvers.
+
+Only array arithmetic lives here; the orchestration (which kernel to call, on
+which layout, when to stop) is in the Python modules. Kernels never write into
+the design matrix ``A`` (callers may pass read-only memory maps).
+
+Layout: Fortran-ordered ``A`` (columns contiguous) is the fast path for the
+restricted products; C-ordered ``A`` is supported through row-wise kernels.
+"""
+import types
+
+import numpy as np
+from numba import njit, prange
+
+_ROW_BLOCK = 256
+
+
+def serial_and_parallel(func):
+    """Compile ``func`` twice: on one thread (returned) and with its ``prange``
+    loops spread over threads (attached as ``.parallel``). Thread start-up costs
+    more than small products, so the caller picks by the amount of work."""
+    clone = types.FunctionType(func.__code__, func.__globals__, func.__name__ + "_parallel",
+                               func.__defaults__, func.__closure__)
+    clone.__qualname__ = func.__qualname__ + "_parallel"
+    clone.__doc__ = func.__doc__
+    serial = njit(cache=True, fastmath=True)(func)
+    serial.parallel = njit(cache=True, fastmath=True, parallel=True)(clone)
+    return serial
+
+
+@njit(cache=True, fastmath=True)
+def dot(x, y):
+    """``xᵀy`` on one thread (BLAS threads stall on tiny vectors when cores are busy)."""
+    acc = 0.0
+    for i in range(x.shape[0]):
+        acc += x[i] * y[i]
+    return acc
+
+
+# --------------------------------------------------------------------------- products
+@serial_and_parallel
+def cols_matvec_f(A, idx, x, out):
+    """``out = A[:, idx] @ x`` for Fortran-ordered ``A`` (row blocks in parallel)."""
+    n = A.shape[0]
+    nblocks = (n + _ROW_BLOCK - 1) // _ROW_BLOCK
+    for blk in prange(nblocks):
+        lo = blk * _ROW_BLOCK
+        hi = min(n, lo + _ROW_BLOCK)
+        for i in range(lo, hi):
+            out[i] = 0.0
+        for t in range(idx.shape[0]):
+            j = idx[t]
+            xt = x[t]
+            if xt != 0.0:
+                for i in range(lo, hi):
+                    out[i] += A[i, j] * xt
+
+
+@serial_and_parallel
+def cols_matvec_c(A, idx, x, out):
+    """``out = A[:, idx] @ x`` for C-ordered ``A`` (rows in parallel)."""
+    n = A.shape[0]
+    for i in prange(n):
+        acc = 0.0
+        for t in range(idx.shape[0]):
+            acc += A[i, idx[t]] * x[t]
+        out[i] = acc
+
+
+@serial_and_parallel
+def cols_rmatvec_f(A, idx, r, out):
+    """``out = A[:, idx].T @ r`` for Fortran-ordered ``A`` (one dot product per column)."""
+    n = A.shape[0]
+    for t in prange(idx.shape[0]):
+        j = idx[t]
+        acc = 0.0
+        for i in range(n):
+            acc += A[i, j] * r[i]
+        out[t] = acc
+
+
+@serial_and_parallel
+def cols_rmatvec_c(A, idx, r, out):
+    """``out = A[:, idx].T @ r`` for C-ordered ``A`` (columns in parallel, strided reads)."""
+    n = A.shape[0]
+    for t in prange(idx.shape[0]):
+        j = idx[t]
+        acc = 0.0
+        for i in range(n):
+            acc += A[i, j] * r[i]
+        out[t] = acc
+
+
+@njit(cache=True)
+def add_cols(A, idx, coef, out):
+    """``out += A[:, idx] @ coef`` for a handful of columns (sequential, any layout)."""
+    n = A.shape[0]
+    for t in range(idx.shape[0]):
+        j = idx[t]
+        c = coef[t]
+        if c != 0.0:
+            for i in range(n):
+                out[i] += A[i, j] * c
+
+
+# --------------------------------------------------------------------------- top-k
+@njit(cache=True)
+def topk_of_line(w, g, tau, k, out):
+    """Indices of the ``k`` largest ``|w − τ g|`` (ties broken by index), sorted.
+
+    Selection by one partition (no full sort): O(p).
+    """
+    p = w.shape[0]
+    if k == 0:
+        return 0
+    mag = np.empty(p)
+    for j in range(p):
+        mag[j] = abs(w[j] - tau * g[j])
+    thresh = np.partition(mag, p - k)[p - k]
+    m = 0
+    for j in range(p):
+        if mag[j] > thresh:
+            out[m] = j
+            m += 1
+    for j in range(p):
+        if m >= k:
+            break
+        if mag[j] == thresh:
+            out[m] = j
+            m += 1
+    res = np.sort(out[:m])
+    out[:m] = res
+    return m
+
+
+@njit(cache=True)
+def top_indices(score, m, exclude_mask):
+    """Indices of the ``m`` largest ``score`` entries not in ``exclude_mask``, largest first."""
+    p = score.shape[0]
+    cand = np.empty(p, dtype=np.int64)
+    c = 0
+    for j in range(p):
+        if not exclude_mask[j]:
+            cand[c] = j
+            c += 1
+    cand = cand[:c]
+    m = min(m, c)
+    if m == 0:
+        return np.empty(0, dtype=np.int64)
+    vals = np.empty(c)
+    for t in range(c):
+        vals[t] = -score[cand[t]]
+    if m < c:
+        thresh = np.partition(vals, m - 1)[m - 1]
+        keep = np.empty(m, dtype=np.int64)
+        q = 0
+        for t in range(c):
+            if vals[t] < thresh:
+                keep[q] = cand[t]
+                q += 1
+        for t in range(c):
+            if q >= m:
+                break
+            if vals[t] == thresh:
+                keep[q] = cand[t]
+                q += 1
+        cand = keep
+    order = np.argsort(-score[cand], kind="mergesort")
+    return cand[order]
+
+
+# --------------------------------------------------------------------------- line-search path
+@njit(cache=True)
+def _magnitude_slope(a, c, t):
+    """Right derivative of ``τ ↦ |a − τ c|`` at ``t``."""
+    u = a - t * c
+    if u > 0.0:
+        return -c
+    if u < 0.0:
+        return c
+    return abs(c)
+
+
+@njit(cache=True)
+def _overtake_time(a_in, c_in, a_out, c_out, t0):
+    """First ``t > t0`` at which ``|a_out − t c_out|`` rises past ``|a_in − t c_in|``.
+
+    Both are absolute values of lines, so the candidate times are the two roots
+    of ``a_in − t c_in = ±(a_out − t c_out)``; a root counts when the outside
+    magnitude grows faster than the inside one just after it.
+    """
+    best = np.inf
+    for sgn in (1.0, -1.0):
+        den = c_in - sgn * c_out
+        if den == 0.0:
+            continue
+        t = (a_in - sgn * a_out) / den
+        if t > t0 and t < best:
+            if _magnitude_slope(a_out, c_out, t) > _magnitude_slope(a_in, c_in, t):
+                best = t
+    return best
+
+
+@njit(cache=True)
+def topk_path_events(w, g, support, rays, max_events):
+    """Breakpoints of ``τ ↦ supp P_k(w − τ g)`` for τ > 0, in increasing order.
+
+    ``support`` is the top-k set just after τ = 0 and must contain every
+    nonzero of ``w``; ``rays`` are the outside indices ordered by decreasing
+    ``|g|`` (outside magnitudes ``τ|g_j|`` keep that order for every τ).
+    Each event swaps one index out of the support and one in. Returns
+    ``(taus, leaving, entering)`` for at most ``max_events`` events.
+    """
+    ks = support.shape[0]
+    cur = support.copy()
+    a = np.empty(ks)
+    c = np.empty(ks)
+    for t in range(ks):
+        a[t] = w[cur[t]]
+        c[t] = g[cur[t]]
+    departed = np.empty(max_events, dtype=np.int64)
+    n_dep = 0
+    taus = np.empty(max_events)
+    leaving = np.empty(max_events, dtype=np.int64)
+    entering = np.empty(max_events, dtype=np.int64)
+    ray_ptr = 0
+    tau = 0.0
+    n_ev = 0
+    while n_ev < max_events and ks > 0:
+        best_t = np.inf
+        best_pos = -1
+        best_out = -1
+        best_from_ray = False
+        if ray_ptr < rays.shape[0]:
+            j = rays[ray_ptr]
+            gj = g[j]
+            for pos in range(ks):
+                t = _overtake_time(a[pos], c[pos], 0.0, gj, tau)
+                if t < best_t:
+                    best_t, best_pos, best_out, best_from_ray = t, pos, j, True
+        for d in range(n_dep):
+            j = departed[d]
+            for pos in range(ks):
+                t = _overtake_time(a[pos], c[pos], w[j], g[j], tau)
+                if t < best_t:
+                    best_t, best_pos, best_out, best_from_ray = t, pos, j, False
+        if best_pos < 0 or not np.isfinite(best_t):
+            break
+        out_idx = cur[best_pos]
+        taus[n_ev] = best_t
+        leaving[n_ev] = out_idx
+        entering[n_ev] = best_out
+        n_ev += 1
+        cur[best_pos] = best_out
+        a[best_pos] = w[best_out]
+        c[best_pos] = g[best_out]
+        if best_from_ray:
+            ray_ptr += 1
+        else:
+            for d in range(n_dep):
+                if departed[d] == best_out:
+                    departed[d] = departed[n_dep - 1]
+                    n_dep -= 1
+                    break
+        departed[n_dep] = out_idx
+        n_dep += 1
+        tau = best_t
+    return taus[:n_ev], leaving[:n_ev], entering[:n_ev]
+
+
+# --------------------------------------------------------------------------- coordinate descent
+@njit(cache=True)
+def cd_sweep(A, idx, w, w_bar, r, col_sq, nlam):
+    """One cyclic sweep of exact coordinate minimisation over ``idx``.
+
+    For coordinate j: ``w_j ← (a_jᵀ r + ‖a_j‖² w_j + nλ w̄_j) / (‖a_j‖² + nλ)``,
+    with the residual ``r = b − A w`` updated in place. Returns the decrease of F.
+    """
+    n = A.shape[0]
+    decrease = 0.0
+    for t in range(idx.shape[0]):
+        j = idx[t]
+        denom = col_sq[t] + nlam
+        if denom <= 0.0:
+            continue
+        dot = 0.0
+        for i in range(n):
+            dot += A[i, j] * r[i]
+        old = w[j]
+        new = (dot + col_sq[t] * old + nlam * w_bar[j]) / denom
+        delta = new - old
+        if delta != 0.0:
+            for i in range(n):
+                r[i] -= A[i, j] * delta
+            w[j] = new
+            decrease += 0.5 * denom * delta * delta
+    return decrease
+
+
+# --------------------------------------------------------------------------- swaps
+@njit(cache=True)
+def insertion_gains(h, gram_col, w_i, w_bar, col_sq, nlam, in_support, gain, value):
+    """Gain of bringing each outside coordinate in after removing coordinate i.
+
+    With ``r_i = r + a_i w_i`` the residual without i, ``a_jᵀ r_i = h_j + w_i·(Aᵀa_i)_j``.
+    Adding j at its optimal value ``value_j`` lowers F by
+    ``gain_j = (a_jᵀ r_i + nλ w̄_j)² / (2(‖a_j‖² + nλ))`` (0 inside the support).
+    """
+    for j in range(h.shape[0]):
+        denom = col_sq[j] + nlam
+        if in_support[j] or denom <= 0.0:
+            gain[j] = 0.0
+            value[j] = 0.0
+            continue
+        num = h[j] + w_i * gram_col[j] + nlam * w_bar[j]
+        gain[j] = 0.5 * num * num / denom
+        value[j] = num / denom
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def column_norms_sq(A, out):
+    """``out_j = ‖a_j‖²`` for every column (any layout)."""
+    n, p = A.shape
+    for j in prange(p):
+        acc = 0.0
+        for i in range(n):
+            v = A[i, j]
+            acc += v * v
+        out[j] = acc

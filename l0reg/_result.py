@@ -1,0 +1,40 @@
+"""The result object shared by every solver."""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class SolveResult:
+    """Outcome of an L0-constrained ridge solve.
+
+    Attributes
+    ----------
+    coef : ndarray of shape (p,)
+        The solution ``w`` (at most ``k`` nonzeros), in the dtype of ``A``.
+    support : ndarray of int64
+        Sorted indices of the nonzeros of ``coef``.
+    objective : float
+        ``F(coef) = ½‖b − A coef‖² + (nλ/2)‖coef − w̄‖²``.
+    history : list of float
+        Objective after each outer step (start value first).
+    n_iter : int
+        Number of IHT steps taken (over all active-set rounds).
+    timings : dict
+        Seconds spent per phase (``"init"``, ``"iht"``, ``"backsolve"``, ``"swap"``, ...).
+    converged : bool
+        Whether the stopping tolerance was reached before ``max_iter``.
+    """
+
+    coef: np.ndarray
+    support: np.ndarray
+    objective: float
+    history: list = field(default_factory=list)
+    n_iter: int = 0
+    timings: dict = field(default_factory=dict)
+    converged: bool = False
+
+    def __repr__(self):
+        return (f"SolveResult(k={self.support.size}, objective={self.objective:.6g}, "
+                f"n_iter={self.n_iter}, converged={self.converged}, "
+                f"time={sum(self.timings.values()):.3g}s)")

@@ -1,0 +1,283 @@
+"""The functional entry point: :func:`solve`.
+
+Pipeline (each phase timed in ``SolveResult.timings``):
+
+1. start from ``P(w_init)`` (or ``P(w̄)``, or 0);
+2. IHT with the path line search, on all columns or on an active set;
+3. back-solve on the support (exact ridge on S), then IHT again while that
+   changes anything;
+4. when affordable (small problems): 1-swap local search, each swap followed
+   by a refit, and the whole local search repeated from a forward-greedy
+   support; the better of the two results is returned.
+"""
+import logging
+import time
+from contextlib import contextmanager
+
+import numpy as np
+
+from . import _kernels as kern
+from ._design import Design
+from ._greedy import forward_greedy
+from ._iht import gradient, iht, jacobi_scale
+from ._linesearch import line_search
+from ._local_search import objective_from_residual, refit_support, swap_search
+from ._result import SolveResult
+from ._validation import check_nonnegative, check_positive_int, check_problem, check_vector
+from .projection import Projection, TopK
+
+logger = logging.getLogger(__name__)
+
+# ``active_set="auto"`` restricts IHT to a working set when A has at least this
+# many entries and the working set is at most a third of the columns.
+_ACTIVE_SET_MIN_ENTRIES = 5e7
+# ``swaps="auto"`` runs the swap search when one pass (k Gram columns) costs at
+# most this many multiply-adds.
+_SWAP_BUDGET = 5e9
+_MAX_SWAPS = 100
+_MAX_ROUNDS = 5
+# The exact back-solve runs when it costs at most this many products with A
+# (or 1e10 flops, a few seconds); otherwise coordinate descent refits.
+_BACKSOLVE_PRODUCTS = 100
+# IHT followed by a refit stops once its support is unchanged for this many steps.
+_SUPPORT_PATIENCE = 5
+
+
+def objective(A, b, w, lam=0.0, w_bar=None):
+    """``F(w) = ½‖b − A w‖² + (nλ/2)‖w − w̄‖²`` with n = ``A.shape[0]``."""
+    A, b, _, lam, w_bar, w = check_problem(A, b, 0, lam, w_bar, w)
+    design = Design(A)
+    r = b.astype(np.float64) - design.matvec(w)
+    return objective_from_residual(r, w.astype(np.float64), w_bar.astype(np.float64), A.shape[0] * lam)
+
+
+@contextmanager
+def _timed(timings, phase):
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start
+
+
+def _check_choice(value, name):
+    if value not in ("auto", True, False):
+        raise ValueError(f"{name} must be 'auto', True or False, got {value!r}")
+    return value
+
+
+class _Problem:
+    """F on one design (all columns, or a working set): state and phases."""
+
+    def __init__(self, design, projection, b, w_bar, nlam, tol, timings, history):
+        self.design, self.projection = design, projection
+        self.b, self.w_bar, self.nlam, self.tol = b, w_bar, nlam, tol
+        self.timings, self.history = timings, history
+        self.n_iter = 0
+
+    def start(self, w):
+        self.w = w
+        self.r = self.b - self.design.cols_matvec(np.flatnonzero(w), w[w != 0])
+        self.value = objective_from_residual(self.r, w, self.w_bar, self.nlam)
+
+    def run_iht(self, max_iter, patience):
+        with _timed(self.timings, "iht"):
+            self.w, self.r, self.value, steps, converged = iht(
+                self.design, self.projection, self.b, self.w, self.r, self.w_bar, self.nlam,
+                max_iter=max_iter, tol=self.tol, value=self.value, history=self.history,
+                patience=patience)
+        self.n_iter += steps
+        return converged
+
+    def refit(self):
+        """Exact values on the current support; True if F dropped by more than tol."""
+        with _timed(self.timings, "backsolve"):
+            support = np.flatnonzero(self.w)
+            budget = max(_BACKSOLVE_PRODUCTS * self.design.n * self.design.p, 1e10)
+            w, r = refit_support(self.design, self.b, self.w.copy(), self.r.copy(), self.w_bar,
+                                 self.nlam, support, tol=self.tol, budget=budget)
+            value = objective_from_residual(r, w, self.w_bar, self.nlam)
+        improved = value < self.value - self.tol * max(abs(self.value), np.finfo(float).tiny)
+        if value < self.value:
+            self.w, self.r, self.value = w, r, value
+            self.history.append(value)
+        return improved
+
+    def descend(self, max_iter, backsolve):
+        """IHT, then alternate exact refits of the support and IHT while that helps."""
+        patience = _SUPPORT_PATIENCE if backsolve else None
+        converged = self.run_iht(max_iter, patience)
+        for _ in range(_MAX_ROUNDS):
+            if not backsolve or not self.refit() or self.n_iter >= max_iter:
+                break
+            before = self.value
+            converged = self.run_iht(max_iter - self.n_iter, patience)
+            if not self.value < before:
+                break
+        return converged
+
+
+def _initial_point(projection, w0, scale):
+    """``P(w0)`` in the metric of IHT (ranking by ``|√D_j w0_j|``)."""
+    w = np.zeros_like(w0)
+    support = projection.support(scale * w0)
+    w[support] = w0[support]
+    return w
+
+
+def _working_set(w, g, size):
+    """The ``size`` columns kept by ``P(w − τ g)`` for a τ large enough to reach them."""
+    ranking = TopK(size).bind(w.size)
+    ratio = np.max(np.abs(w)) / max(np.max(np.abs(g)), np.finfo(float).tiny)
+    return ranking.support_on_line(w, g, ratio * 1e-3 if np.any(w) else 1.0)
+
+
+def _solve_active_set(full, design, projection, max_iter, backsolve, work_size):
+    """Solve on a working set W, grow W with the full-gradient violators, repeat."""
+    scale, inv_diag = jacobi_scale(design, full.nlam)
+    g = gradient(design, full.r, full.w, full.w_bar, full.nlam) * inv_diag
+    W = _working_set(scale * full.w, scale * g, work_size)
+    converged = False
+    while True:
+        with _timed(full.timings, "active_set"):
+            sub = _Problem(Design(design.take_cols(W)), projection.restrict(W.size), full.b,
+                           full.w_bar[W], full.nlam, full.tol, full.timings, [])
+            sub.start(full.w[W].copy())
+        sub.descend(max_iter - full.n_iter, backsolve)
+        full.n_iter += sub.n_iter
+        # The working-set objective omits the constant (nλ/2)‖w̄ outside W‖².
+        outside = 0.5 * full.nlam * (kern.dot(full.w_bar, full.w_bar) - kern.dot(sub.w_bar, sub.w_bar))
+        full.history.extend(v + outside for v in sub.history)
+        full.w = np.zeros_like(full.w)
+        full.w[W] = sub.w
+        full.r = sub.r
+        full.value = objective_from_residual(full.r, full.w, full.w_bar, full.nlam)
+        if full.n_iter >= max_iter:
+            break
+        # One full step: if it still lowers F, its support tells where W falls short.
+        with _timed(full.timings, "iht"):
+            g = gradient(design, full.r, full.w, full.w_bar, full.nlam) * inv_diag
+            value, tau, support, r = line_search(design, projection, full.r, full.w, g, full.w_bar,
+                                                 full.nlam, scale)
+        full.n_iter += 1
+        if value >= full.value - full.tol * max(abs(full.value), np.finfo(float).tiny):
+            converged = True
+            break
+        w = np.zeros_like(full.w)
+        w[support] = full.w[support] - tau * g[support]
+        full.w, full.r, full.value = w, r, value
+        full.history.append(value)
+        in_w = np.zeros(full.w.size, dtype=np.bool_)
+        in_w[W] = True
+        violators = support[~in_w[support]]
+        extra = TopK(min(work_size // 2, int((~in_w).sum()))).bind(full.w.size)
+        score = np.where(in_w, 0.0, np.abs(scale * g))
+        W = np.union1d(np.union1d(W, violators), extra.support(score))
+        logger.debug("active set grown to %d columns (%d violators)", W.size, violators.size)
+    return converged
+
+
+def solve(A, b, k, *, lam=0.0, w_bar=None, w_init=None, projection=None, max_iter=200, tol=1e-7,
+          active_set="auto", swaps="auto", backsolve=True):
+    """Minimise ``½‖b − A w‖² + (nλ/2)‖w − w̄‖²`` subject to ``‖w‖₀ ≤ k``.
+
+    Parameters
+    ----------
+    A : ndarray (n, p), float32 or float64, C or Fortran order
+        Never copied (Fortran order is fastest) and never written to.
+    b : array (n,)
+    k : int in [0, p]
+        Number of nonzeros allowed.
+    lam : float ≥ 0
+        Ridge strength λ; the penalty is ``(nλ/2)‖w − w̄‖²`` with n = A.shape[0].
+    w_bar : array (p,), optional
+        Ridge centre w̄ (default 0). It is also the starting point unless
+        ``w_init`` is given.
+    w_init : array (p,), optional
+        Starting point (projected onto the constraint first).
+    projection : Projection, optional
+        The sparsity constraint; default ``TopK(k)``.
+    max_iter : int
+        Maximum number of IHT steps.
+    tol : float
+        Relative decrease of F under which a phase stops.
+    active_set : 'auto', True or False
+        Run IHT on a working set of about 1.5k columns grown by violators.
+    swaps : 'auto', True or False
+        Run the 1-swap local search (about k products with A per pass).
+    backsolve : bool
+        Refit the values on the final support exactly.
+
+    Returns
+    -------
+    SolveResult
+    """
+    A, b, k, lam, w_bar, w_init = check_problem(A, b, k, lam, w_bar, w_init)
+    max_iter = check_positive_int(max_iter, "max_iter")
+    tol = check_nonnegative(tol, "tol")
+    active_set = _check_choice(active_set, "active_set")
+    swaps = _check_choice(swaps, "swaps")
+    n, p = A.shape
+    if projection is None:
+        projection = TopK(k)
+    elif not isinstance(projection, Projection):
+        raise ValueError(f"projection must be a l0reg.Projection, got {type(projection).__name__}")
+    projection = projection.bind(p)
+    if projection.size != k:
+        raise ValueError(f"projection keeps {projection.size} entries but k={k}")
+
+    timings, history = {}, []
+    design = Design(A)
+    nlam = n * lam
+    w_bar64 = w_bar.astype(np.float64)
+    b64 = b.astype(np.float64)
+    w0 = w_bar64 if w_init is None else check_vector(w_init, p, np.float64, "w_init")
+    run_swaps = k > 0 and (swaps is True or (swaps == "auto" and k * n * p <= _SWAP_BUDGET))
+    if run_swaps and not isinstance(projection, TopK):
+        raise ValueError("swaps require the TopK projection")
+    work_size = min(p, int(np.ceil(1.5 * k)) + 10)
+    use_active = active_set is True or (
+        active_set == "auto" and n * p >= _ACTIVE_SET_MIN_ENTRIES and 3 * work_size <= p)
+
+    def local_solve(start):
+        problem = _Problem(design, projection, b64, w_bar64, nlam, tol, timings, [])
+        problem.start(start)
+        problem.history.append(problem.value)
+        if k == 0:
+            return problem, True
+        if use_active and work_size < p:
+            converged = _solve_active_set(problem, design, projection, max_iter, backsolve, work_size)
+        else:
+            converged = problem.descend(max_iter, backsolve)
+        if run_swaps:
+            with _timed(timings, "swap"):
+                w, r, n_swaps = swap_search(design, b64, problem.w, problem.r, w_bar64, nlam,
+                                            max_swaps=_MAX_SWAPS, tol=tol)
+            logger.debug("swap search: %d swaps", n_swaps)
+            if n_swaps:
+                problem.w, problem.r = w, r
+                problem.value = objective_from_residual(r, w, w_bar64, nlam)
+                problem.history.append(problem.value)
+                problem.descend(max(1, max_iter - problem.n_iter), backsolve)
+        return problem, converged
+
+    with _timed(timings, "init"):
+        start = _initial_point(projection, w0, jacobi_scale(design, nlam)[0])
+    best, converged = local_solve(start)
+    if run_swaps:
+        # Small problem: a second local search from the forward-greedy support.
+        with _timed(timings, "greedy"):
+            start = forward_greedy(design, b64, k, w_bar64, nlam)
+        other, other_converged = local_solve(start)
+        if other.value < best.value:
+            best, converged = other, other_converged
+    history, n_iter = best.history, best.n_iter
+
+    with _timed(timings, "finalize"):
+        support = np.flatnonzero(best.w)
+        coef = np.zeros(p, dtype=A.dtype)
+        coef[support] = best.w[support]
+        r = b64 - design.cols_matvec(support, coef[support].astype(np.float64))
+        value = objective_from_residual(r, coef.astype(np.float64), w_bar64, nlam)
+    return SolveResult(coef=coef, support=support, objective=value, history=history,
+                       n_iter=n_iter, timings=timings, converged=bool(converged))
