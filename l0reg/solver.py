@@ -36,9 +36,9 @@ _ACTIVE_SET_MIN_ENTRIES = 5e7
 _SWAP_BUDGET = 5e9
 _MAX_SWAPS = 100
 _MAX_ROUNDS = 5
-# The exact back-solve runs when it costs at most this many products with A
-# (or 1e10 flops, a few seconds); otherwise coordinate descent refits.
-_BACKSOLVE_PRODUCTS = 100
+# The exact back-solve runs when it costs at most this many flops (about ten
+# seconds on two cores); otherwise coordinate descent refits the support.
+_BACKSOLVE_MAX_FLOPS = 2e11
 # IHT followed by a refit stops once its support is unchanged for this many steps.
 _SUPPORT_PATIENCE = 5
 
@@ -89,22 +89,29 @@ class _Problem:
         self.n_iter += steps
         return converged
 
-    def refit(self):
-        """Exact values on the current support; True if F dropped by more than tol."""
+    def _refitted(self, w, r):
+        """Exact values on the support of ``w``: ``(w, r, F)``."""
         with _timed(self.timings, "backsolve"):
-            support = np.flatnonzero(self.w)
-            budget = max(_BACKSOLVE_PRODUCTS * self.design.n * self.design.p, 1e10)
-            w, r = refit_support(self.design, self.b, self.w.copy(), self.r.copy(), self.w_bar,
-                                 self.nlam, support, tol=self.tol, budget=budget)
-            value = objective_from_residual(r, w, self.w_bar, self.nlam)
+            w, r = refit_support(self.design, self.b, w.copy(), r.copy(), self.w_bar, self.nlam,
+                                 np.flatnonzero(w), tol=self.tol, budget=_BACKSOLVE_MAX_FLOPS)
+        return w, r, objective_from_residual(r, w, self.w_bar, self.nlam)
+
+    def refit(self):
+        """Refit the current support; True if F dropped by more than tol."""
+        w, r, value = self._refitted(self.w, self.r)
         improved = value < self.value - self.tol * max(abs(self.value), np.finfo(float).tiny)
         if value < self.value:
             self.w, self.r, self.value = w, r, value
             self.history.append(value)
         return improved
 
-    def descend(self, max_iter, backsolve):
-        """IHT, then alternate exact refits of the support and IHT while that helps."""
+    def descend(self, max_iter, backsolve, compete_start=True):
+        """IHT, then alternate exact refits of the support and IHT while that helps.
+
+        With ``compete_start``, the starting support refitted as it is competes
+        too: IHT from a far-from-optimal point can trade its support for a worse one.
+        """
+        start = (self.w, self.r)
         patience = _SUPPORT_PATIENCE if backsolve else None
         converged = self.run_iht(max_iter, patience)
         for _ in range(_MAX_ROUNDS):
@@ -114,6 +121,11 @@ class _Problem:
             converged = self.run_iht(max_iter - self.n_iter, patience)
             if not self.value < before:
                 break
+        if backsolve and compete_start:
+            w, r, value = self._refitted(*start)
+            if value < self.value:
+                self.w, self.r, self.value = w, r, value
+                self.history.append(value)
         return converged
 
 
@@ -138,12 +150,14 @@ def _solve_active_set(full, design, projection, max_iter, backsolve, work_size):
     g = gradient(design, full.r, full.w, full.w_bar, full.nlam) * inv_diag
     W = _working_set(scale * full.w, scale * g, work_size)
     converged = False
+    first_round = True
     while True:
         with _timed(full.timings, "active_set"):
             sub = _Problem(Design(design.take_cols(W)), projection.restrict(W.size), full.b,
                            full.w_bar[W], full.nlam, full.tol, full.timings, [])
             sub.start(full.w[W].copy())
-        sub.descend(max_iter - full.n_iter, backsolve)
+        sub.descend(max_iter - full.n_iter, backsolve, compete_start=first_round)
+        first_round = False
         full.n_iter += sub.n_iter
         # The working-set objective omits the constant (nλ/2)‖w̄ outside W‖².
         outside = 0.5 * full.nlam * (kern.dot(full.w_bar, full.w_bar) - kern.dot(sub.w_bar, sub.w_bar))
