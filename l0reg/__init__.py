@@ -2,9 +2,13 @@
 
 Solves ``min_w ½‖b − A w‖² + (nλ/2)‖w − w̄‖²  subject to  ‖w‖₀ ≤ k``.
 """
+from ._brute_force import brute_force, solve_on_support
 from ._result import SolveResult
+from .estimator import L0RidgeRegressor
+from .path import L0RidgeCV, l0_path
 from .projection import Projection, TopK
 from .solver import objective, solve
 
-__all__ = ["SolveResult", "Projection", "TopK", "objective", "solve"]
+__all__ = ["L0RidgeCV", "L0RidgeRegressor", "Projection", "SolveResult", "TopK", "brute_force",
+           "l0_path", "objective", "solve", "solve_on_support"]
 __version__ = "0.1.0"

@@ -78,21 +78,31 @@ class _GramColumns:
         return self.design.rmatvec(np.asarray(self.design.A[:, i], dtype=np.float64))
 
 
+# Exact swap scoring may spend this many flops per removed coordinate (beyond
+# one product with A): enough to score every swap of a problem with a few
+# dozen columns, where one-coordinate estimates mislead most.
+_EXACT_SCORING_FLOPS = 1e6
+
+
 def swap_search(design, b, w, r, w_bar, nlam, *, max_swaps, tol, n_candidates=5):
     """1-swap local search from the feasible ``w``; returns ``(w, r, n_swaps)``.
 
     For each ``i ∈ S`` (cheapest removal first) the outside coordinates are
     ranked by their one-coordinate gain. When a refit of S costs less than a
-    product with A, the best ``n_candidates`` swaps are scored exactly (refit
-    of ``S − i + j``); otherwise the one-coordinate estimate decides. The first
+    product with A, the best ``n_candidates`` swaps (all of them on small
+    problems) are scored exactly (refit of ``S − i + j``); otherwise the
+    one-coordinate estimate decides. The first
     improving swap is taken, and the scan restarts from the new support.
     """
     w, r = w.copy(), r.copy()
     col_sq = design.col_sq()
     in_s = np.zeros(w.size, dtype=np.bool_)
     in_s[np.flatnonzero(w)] = True
-    # Below about a million flops, per-call overheads dominate whatever is chosen.
-    exact = backsolve_cost(design.n, int(in_s.sum())) * n_candidates <= design.n * design.p + 1e6
+    if not in_s.any():
+        return w, r, 0
+    refit_cost = backsolve_cost(design.n, int(in_s.sum()))
+    exact = refit_cost * n_candidates <= design.n * design.p + _EXACT_SCORING_FLOPS
+    n_candidates = int(np.clip(_EXACT_SCORING_FLOPS // refit_cost, n_candidates, design.p))
     gain, value_j = np.empty(w.size), np.empty(w.size)
     gram = _GramColumns(design)
     n_swaps = 0

@@ -8,7 +8,8 @@ Pipeline (each phase timed in ``SolveResult.timings``):
    changes anything;
 4. when affordable (small problems): 1-swap local search, each swap followed
    by a refit, and the whole local search repeated from a forward-greedy
-   support; the better of the two results is returned.
+   support and from the projected unconstrained ridge solution; the best
+   result is returned.
 """
 import logging
 import time
@@ -18,6 +19,7 @@ import numpy as np
 
 from . import _kernels as kern
 from ._design import Design
+from ._backsolve import backsolve_cost, ridge_on_support
 from ._greedy import forward_greedy
 from ._iht import gradient, iht, jacobi_scale
 from ._linesearch import line_search
@@ -35,6 +37,8 @@ _ACTIVE_SET_MIN_ENTRIES = 5e7
 # most this many multiply-adds.
 _SWAP_BUDGET = 5e9
 _MAX_SWAPS = 100
+# Work below this many flops is cheap whatever the problem's shape.
+_SMALL_PROBLEM_FLOPS = 1e6
 _MAX_ROUNDS = 5
 # The exact back-solve runs when it costs at most this many flops (about ten
 # seconds on two cores); otherwise coordinate descent refits the support.
@@ -135,6 +139,16 @@ def _initial_point(projection, w0, scale):
     support = projection.support(scale * w0)
     w[support] = w0[support]
     return w
+
+
+def _extra_starts(design, projection, b, k, w_bar, nlam):
+    """Further starting points for small problems, as ``(name, factory)`` pairs:
+    forward greedy selection, and ``P(unconstrained ridge solution)`` when the
+    full ridge solve costs no more than one swap pass."""
+    yield "greedy", lambda: forward_greedy(design, b, k, w_bar, nlam)
+    if backsolve_cost(design.n, design.p) <= k * design.n * design.p + _SMALL_PROBLEM_FLOPS:
+        yield "ridge_start", lambda: _initial_point(
+            projection, ridge_on_support(design, b, np.arange(design.p), w_bar, nlam), 1.0)
 
 
 def _working_set(w, g, size):
@@ -279,12 +293,14 @@ def solve(A, b, k, *, lam=0.0, w_bar=None, w_init=None, projection=None, max_ite
         start = _initial_point(projection, w0, jacobi_scale(design, nlam)[0])
     best, converged = local_solve(start)
     if run_swaps:
-        # Small problem: a second local search from the forward-greedy support.
-        with _timed(timings, "greedy"):
-            start = forward_greedy(design, b64, k, w_bar64, nlam)
-        other, other_converged = local_solve(start)
-        if other.value < best.value:
-            best, converged = other, other_converged
+        # Small problem: the local search again from other starting supports
+        # (it is a local search: on correlated designs the start matters).
+        for name, make_start in _extra_starts(design, projection, b64, k, w_bar64, nlam):
+            with _timed(timings, name):
+                start = make_start()
+            other, other_converged = local_solve(start)
+            if other.value < best.value:
+                best, converged = other, other_converged
     history, n_iter = best.history, best.n_iter
 
     with _timed(timings, "finalize"):

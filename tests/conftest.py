@@ -1,0 +1,26 @@
+"""Shared fixtures for the l0reg tests."""
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def rng():
+    """A fresh, seeded generator per test."""
+    return np.random.default_rng(20240611)
+
+
+@pytest.fixture
+def sparse_regression():
+    """Factory ``(n, p, k, noise, seed) -> (X, y, w_true)`` with ``y = X w_true + noise·ε``.
+
+    X is standard Gaussian; w_true has k nonzeros of magnitude in [1, 3] with
+    random signs on a random support.
+    """
+    def make(n, p, k, noise=0.1, seed=0):
+        rng = np.random.default_rng(seed)
+        X = rng.standard_normal((n, p))
+        w_true = np.zeros(p)
+        support = rng.choice(p, size=k, replace=False)
+        w_true[support] = rng.uniform(1.0, 3.0, size=k) * rng.choice([-1.0, 1.0], size=k)
+        return X, X @ w_true + noise * rng.standard_normal(n), w_true
+    return make
