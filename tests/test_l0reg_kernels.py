@@ -1,0 +1,133 @@
+"""The solver's building blocks against direct numpy computations."""
+import numpy as np
+import pytest
+
+from l0reg import TopK, objective
+from l0reg._backsolve import ridge_on_support
+from l0reg._design import Design
+from l0reg._iht import jacobi_scale
+from l0reg._linesearch import line_search
+from l0reg._local_search import cd_polish, objective_from_residual
+
+
+def _layouts(A):
+    return [np.ascontiguousarray(A), np.asfortranarray(A)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_cols", [3, 400])
+def test_restricted_products_match_numpy(dtype, n_cols):
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((700, 1000)).astype(dtype)
+    idx = np.sort(rng.choice(1000, n_cols, replace=False))
+    x, r = rng.standard_normal(n_cols), rng.standard_normal(700)
+    for M in _layouts(A):
+        design = Design(M)
+        A64 = M.astype(np.float64)
+        rtol = 1e-4 if dtype == np.float32 else 1e-10
+        np.testing.assert_allclose(design.cols_matvec(idx, x), A64[:, idx] @ x, rtol=rtol, atol=rtol)
+        np.testing.assert_allclose(design.cols_rmatvec(idx, r), A64[:, idx].T @ r, rtol=rtol, atol=rtol)
+        np.testing.assert_allclose(design.col_sq(), (A64 ** 2).sum(axis=0), rtol=rtol)
+        out = np.ones(700)
+        design.add_cols(idx[:2], x[:2], out)
+        np.testing.assert_allclose(out, 1 + A64[:, idx[:2]] @ x[:2], rtol=rtol, atol=rtol)
+
+
+def _support_at(w, g, tau, k):
+    return TopK(k).bind(w.size).support_on_line(w, g, tau)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_path_events_are_the_support_changes(seed):
+    """Between consecutive breakpoints the top-k set is constant and equals the
+    start support with the reported swaps applied."""
+    rng = np.random.default_rng(seed)
+    p, k = 40, 8
+    w = np.zeros(p)
+    w[rng.choice(p, k, replace=False)] = rng.standard_normal(k)
+    g = rng.standard_normal(p)
+    proj = TopK(k).bind(p)
+    start = proj.start_support(w, g)
+    taus, leaving, entering = proj.path_events(w, g, start, 12)
+    assert taus.size > 0 and np.all(np.diff(taus) > 0)
+    current = set(start.tolist())
+    edges = np.concatenate([[0.0], taus])
+    for t in range(taus.size):
+        mid = 0.5 * (edges[t] + edges[t + 1])
+        assert set(_support_at(w, g, mid, k).tolist()) == current
+        assert leaving[t] in current and entering[t] not in current
+        current = (current - {leaving[t]}) | {entering[t]}
+    if taus.size < 12:  # the path has no further breakpoint
+        assert set(_support_at(w, g, 2 * taus[-1] + 1, k).tolist()) == current
+
+
+def _problem(seed, n=60, p=30, k=6, lam=0.05):
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((n, p)) * np.exp(rng.standard_normal(p))
+    w_bar = rng.standard_normal(p)
+    b = A @ w_bar + rng.standard_normal(n)
+    return A, b, k, lam, w_bar
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_line_search_returns_a_feasible_better_point_with_its_true_objective(seed):
+    A, b, k, lam, w_bar = _problem(seed)
+    n, p = A.shape
+    design = Design(A)
+    proj = TopK(k).bind(p)
+    rng = np.random.default_rng(seed)
+    w = np.zeros(p)
+    w[rng.choice(p, k, replace=False)] = rng.standard_normal(k)
+    r = b - A @ w
+    nlam = n * lam
+    scale, inv_diag = jacobi_scale(design, nlam)
+    g = (-(A.T @ r) + nlam * (w - w_bar)) * inv_diag
+    value, tau, support, r_new = line_search(design, proj, r, w, g, w_bar, nlam, scale)
+    w_new = np.zeros(p)
+    w_new[support] = w[support] - tau * g[support]
+    assert support.size <= k
+    assert value <= objective(A, b, w, lam, w_bar) + 1e-9
+    np.testing.assert_allclose(value, objective(A, b, w_new, lam, w_bar), rtol=1e-9)
+    np.testing.assert_allclose(r_new, b - A @ w_new, atol=1e-8)
+    # Exact on the first piece: no step of the first support does better.
+    first = proj.start_support(scale * w, scale * g)
+    taus = np.linspace(0, 10 * max(tau, 1e-3), 2001)
+    grid = []
+    for t in taus:
+        x = np.zeros(p)
+        x[first] = w[first] - t * g[first]
+        grid.append(objective(A, b, x, lam, w_bar))
+    assert value <= min(grid) + 1e-9
+
+
+@pytest.mark.parametrize("n, size", [(50, 10), (20, 25)])  # Cholesky and Woodbury branches
+@pytest.mark.parametrize("lam", [0.0, 0.1])
+def test_backsolve_matches_normal_equations(n, size, lam):
+    rng = np.random.default_rng(1)
+    A = rng.standard_normal((n, 40))
+    b = rng.standard_normal(n)
+    w_bar = rng.standard_normal(40)
+    support = np.sort(rng.choice(40, size, replace=False))
+    w = ridge_on_support(Design(A), b, support, w_bar, n * lam)
+    As = A[:, support]
+    if lam > 0:
+        expected = np.linalg.solve(As.T @ As + n * lam * np.eye(size), As.T @ b + n * lam * w_bar[support])
+    else:  # minimum-norm least squares when underdetermined
+        expected = w_bar[support] + np.linalg.lstsq(As, b - As @ w_bar[support], rcond=None)[0]
+    np.testing.assert_allclose(w[support], expected, rtol=1e-7, atol=1e-8)
+    assert np.count_nonzero(np.delete(w, support)) == 0
+
+
+def test_coordinate_descent_converges_to_the_backsolve():
+    A, b, k, lam, w_bar = _problem(3)
+    n = A.shape[0]
+    design = Design(np.asfortranarray(A))
+    support = np.arange(k)
+    w = np.zeros(A.shape[1])
+    r = b.copy()
+    before = objective_from_residual(r, w, w_bar, n * lam)
+    cd_polish(design, w, r, w_bar, n * lam, support, max_sweeps=5000, tol=0.0)
+    exact = ridge_on_support(design, b, support, w_bar, n * lam)
+    assert objective_from_residual(r, w, w_bar, n * lam) < before
+    np.testing.assert_allclose(w, exact, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(r, b - A @ w, atol=1e-8)
