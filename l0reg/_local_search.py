@@ -58,11 +58,12 @@ def _removal_change(w, h, col_sq, w_bar, nlam, idx):
 
 class _GramColumns:
     """Columns ``Aᵀa_i`` of the Gram matrix, computed in batches (one BLAS
-    matrix product) and cached while they fit in ``max_bytes``."""
+    matrix product) and cached while they take at most a quarter of the bytes
+    of ``A`` (so the search never holds more than a fraction of A's size)."""
 
-    def __init__(self, design, max_bytes=1 << 28):
+    def __init__(self, design):
         self.design = design
-        self.capacity = max(1, max_bytes // (8 * design.p))
+        self.capacity = max(1, design.nbytes // (4 * 8 * design.p))
         self.cache = {}
 
     def prefetch(self, idx):

@@ -33,8 +33,8 @@ logger = logging.getLogger(__name__)
 # ``active_set="auto"`` restricts IHT to a working set when A has at least this
 # many entries and the working set is at most a third of the columns.
 _ACTIVE_SET_MIN_ENTRIES = 5e7
-# ``swaps="auto"`` runs the swap search when one pass (k Gram columns) costs at
-# most this many multiply-adds.
+# ``swaps="auto"`` runs the swap search and its extra starts when one pass and
+# the greedy start cost at most this many flops (see ``_local_search_cost``).
 _SWAP_BUDGET = 5e9
 _MAX_SWAPS = 100
 # Work below this many flops is cheap whatever the problem's shape.
@@ -139,6 +139,17 @@ def _initial_point(projection, w0, scale):
     support = projection.support(scale * w0)
     w[support] = w0[support]
     return w
+
+
+def _local_search_cost(n, p, k):
+    """Flops of one swap pass (k Gram columns) plus the forward-greedy start
+    (k products with Aᵀ and refits of 1..k columns)."""
+    cost = 2.0 * k * n * p
+    for size in range(1, k + 1):
+        cost += backsolve_cost(n, size)
+        if cost > _SWAP_BUDGET:
+            break
+    return cost
 
 
 def _extra_starts(design, projection, b, k, w_bar, nlam):
@@ -260,7 +271,7 @@ def solve(A, b, k, *, lam=0.0, w_bar=None, w_init=None, projection=None, max_ite
     w_bar64 = w_bar.astype(np.float64)
     b64 = b.astype(np.float64)
     w0 = w_bar64 if w_init is None else check_vector(w_init, p, np.float64, "w_init")
-    run_swaps = k > 0 and (swaps is True or (swaps == "auto" and k * n * p <= _SWAP_BUDGET))
+    run_swaps = k > 0 and (swaps is True or (swaps == "auto" and _local_search_cost(n, p, k) <= _SWAP_BUDGET))
     if run_swaps and not isinstance(projection, TopK):
         raise ValueError("swaps require the TopK projection")
     work_size = min(p, int(np.ceil(1.5 * k)) + 10)
