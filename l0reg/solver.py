@@ -93,8 +93,10 @@ class _Problem:
         self.n_iter += steps
         return converged
 
-    def _refitted(self, w, r):
+    def _refitted(self, w, r=None):
         """Exact values on the support of ``w``: ``(w, r, F)``."""
+        if r is None:
+            r = self.b - self.design.cols_matvec(np.flatnonzero(w), w[w != 0])
         with _timed(self.timings, "backsolve"):
             w, r = refit_support(self.design, self.b, w.copy(), r.copy(), self.w_bar, self.nlam,
                                  np.flatnonzero(w), tol=self.tol, budget=_BACKSOLVE_MAX_FLOPS)
@@ -109,13 +111,13 @@ class _Problem:
             self.history.append(value)
         return improved
 
-    def descend(self, max_iter, backsolve, compete_start=True):
+    def descend(self, max_iter, backsolve, rivals=()):
         """IHT, then alternate exact refits of the support and IHT while that helps.
 
-        With ``compete_start``, the starting support refitted as it is competes
-        too: IHT from a far-from-optimal point can trade its support for a worse one.
+        With refits, each of the feasible points ``rivals`` (e.g. the start),
+        refitted as it is, competes with the result: IHT from a point far from
+        optimal can trade its support for a worse one.
         """
-        start = (self.w, self.r)
         patience = _SUPPORT_PATIENCE if backsolve else None
         converged = self.run_iht(max_iter, patience)
         for _ in range(_MAX_ROUNDS):
@@ -125,8 +127,8 @@ class _Problem:
             converged = self.run_iht(max_iter - self.n_iter, patience)
             if not self.value < before:
                 break
-        if backsolve and compete_start:
-            w, r, value = self._refitted(*start)
+        for rival in rivals if backsolve else ():
+            w, r, value = self._refitted(rival)
             if value < self.value:
                 self.w, self.r, self.value = w, r, value
                 self.history.append(value)
@@ -169,20 +171,25 @@ def _working_set(w, g, size):
     return ranking.support_on_line(w, g, ratio * 1e-3 if np.any(w) else 1.0)
 
 
-def _solve_active_set(full, design, projection, max_iter, backsolve, work_size):
-    """Solve on a working set W, grow W with the full-gradient violators, repeat."""
+def _solve_active_set(full, design, projection, max_iter, backsolve, work_size, rivals):
+    """Solve on a working set W, grow W with the full-gradient violators, repeat.
+
+    W starts with the columns ranked first along the gradient path and the
+    supports of ``rivals`` (which compete in the first round only).
+    """
     scale, inv_diag = jacobi_scale(design, full.nlam)
     g = gradient(design, full.r, full.w, full.w_bar, full.nlam) * inv_diag
     W = _working_set(scale * full.w, scale * g, work_size)
+    for rival in rivals:
+        W = np.union1d(W, np.flatnonzero(rival))
     converged = False
-    first_round = True
     while True:
         with _timed(full.timings, "active_set"):
             sub = _Problem(Design(design.take_cols(W)), projection.restrict(W.size), full.b,
                            full.w_bar[W], full.nlam, full.tol, full.timings, [])
             sub.start(full.w[W].copy())
-        sub.descend(max_iter - full.n_iter, backsolve, compete_start=first_round)
-        first_round = False
+        sub.descend(max_iter - full.n_iter, backsolve, [rival[W] for rival in rivals])
+        rivals = ()
         full.n_iter += sub.n_iter
         # The working-set objective omits the constant (nλ/2)‖w̄ outside W‖².
         outside = 0.5 * full.nlam * (kern.dot(full.w_bar, full.w_bar) - kern.dot(sub.w_bar, sub.w_bar))
@@ -278,16 +285,16 @@ def solve(A, b, k, *, lam=0.0, w_bar=None, w_init=None, projection=None, max_ite
     use_active = active_set is True or (
         active_set == "auto" and n * p >= _ACTIVE_SET_MIN_ENTRIES and 3 * work_size <= p)
 
-    def local_solve(start):
+    def local_solve(start, rivals):
         problem = _Problem(design, projection, b64, w_bar64, nlam, tol, timings, [])
         problem.start(start)
         problem.history.append(problem.value)
         if k == 0:
             return problem, True
         if use_active and work_size < p:
-            converged = _solve_active_set(problem, design, projection, max_iter, backsolve, work_size)
+            converged = _solve_active_set(problem, design, projection, max_iter, backsolve, work_size, rivals)
         else:
-            converged = problem.descend(max_iter, backsolve)
+            converged = problem.descend(max_iter, backsolve, rivals)
         if run_swaps:
             with _timed(timings, "swap"):
                 w, r, n_swaps = swap_search(design, b64, problem.w, problem.r, w_bar64, nlam,
@@ -301,15 +308,19 @@ def solve(A, b, k, *, lam=0.0, w_bar=None, w_init=None, projection=None, max_ite
         return problem, converged
 
     with _timed(timings, "init"):
+        # IHT starts from P(w0) in its own metric; P(w0) by plain magnitude
+        # competes after the refits (each wins on some problems).
         start = _initial_point(projection, w0, jacobi_scale(design, nlam)[0])
-    best, converged = local_solve(start)
+        plain = _initial_point(projection, w0, 1.0)
+        rivals = [start] if np.array_equal(start != 0, plain != 0) else [start, plain]
+    best, converged = local_solve(start, rivals)
     if run_swaps:
         # Small problem: the local search again from other starting supports
         # (it is a local search: on correlated designs the start matters).
         for name, make_start in _extra_starts(design, projection, b64, k, w_bar64, nlam):
             with _timed(timings, name):
                 start = make_start()
-            other, other_converged = local_solve(start)
+            other, other_converged = local_solve(start, [start])
             if other.value < best.value:
                 best, converged = other, other_converged
     history, n_iter = best.history, best.n_iter
