@@ -9,16 +9,17 @@ import numpy as np
 
 from . import _kernels as kern
 
-# A restricted product over more than this fraction of the columns of a
-# C-ordered matrix is cheaper as one full BLAS product (its rows are read whole
-# anyway, because the selected columns are spread over every cache line).
-_C_ORDER_DENSE_FRACTION = 1.0 / 32
-# Restricted products with fewer multiply-adds than this run on one thread.
+# A restricted product ``A[:, S] @ x`` over more than this fraction of the
+# columns is faster as one full BLAS product with x scattered into zeros (BLAS
+# streams A with SIMD on every core; the gather kernel does not); for a
+# C-ordered A the same holds for ``A[:, S].T @ r`` (its selected columns are
+# spread over every cache line, so rows are read whole anyway).
+_DENSE_FRACTION = {"matvec": 1.0 / 8, "rmatvec_c": 1.0 / 32}
+# Column updates of more columns than this go through the restricted product.
+_FEW_COLUMNS = 32
+# Restricted transposed products with fewer multiply-adds than this run on one
+# thread (thread start-up costs more than small products).
 _PARALLEL_MIN_WORK = 1 << 18
-
-
-def _pick(kernel, work):
-    return kernel.parallel if work >= _PARALLEL_MIN_WORK else kernel
 
 
 class Design:
@@ -48,34 +49,39 @@ class Design:
         """``A[:, idx] @ x`` without forming ``A[:, idx]``."""
         idx = np.ascontiguousarray(idx, dtype=np.int64)
         x = np.ascontiguousarray(x, dtype=np.float64)
-        if not self.fortran and idx.size > _C_ORDER_DENSE_FRACTION * self.p:
+        if idx.size > _DENSE_FRACTION["matvec"] * self.p:
             dense = np.zeros(self.p, dtype=self.A.dtype)
             dense[idx] = x
             return self.matvec(dense)
         out = np.empty(self.n)
-        kernel = kern.cols_matvec_f if self.fortran else kern.cols_matvec_c
-        _pick(kernel, self.n * idx.size)(self.A, idx, x, out)
+        (kern.cols_matvec_f if self.fortran else kern.cols_matvec_c)(self.A, idx, x, out)
         return out
 
     def cols_rmatvec(self, idx, r):
         """``A[:, idx].T @ r`` without forming ``A[:, idx]``."""
         idx = np.ascontiguousarray(idx, dtype=np.int64)
         r = np.ascontiguousarray(r, dtype=np.float64)
-        if not self.fortran and idx.size > _C_ORDER_DENSE_FRACTION * self.p:
+        if not self.fortran and idx.size > _DENSE_FRACTION["rmatvec_c"] * self.p:
             return self.rmatvec(r)[idx]
         out = np.empty(idx.size)
         kernel = kern.cols_rmatvec_f if self.fortran else kern.cols_rmatvec_c
-        _pick(kernel, self.n * idx.size)(self.A, idx, r, out)
+        (kernel.parallel if self.n * idx.size >= _PARALLEL_MIN_WORK else kernel)(self.A, idx, r, out)
         return out
 
     def add_cols(self, idx, coef, out):
-        """``out += A[:, idx] @ coef`` for a few columns."""
+        """``out += A[:, idx] @ coef`` (in place for a few columns, else one restricted product)."""
+        if len(idx) > _FEW_COLUMNS:
+            out += self.cols_matvec(idx, coef)
+            return
         kern.add_cols(self.A, np.ascontiguousarray(idx, dtype=np.int64),
                       np.ascontiguousarray(coef, dtype=np.float64), out)
 
     def take_cols(self, idx):
-        """A Fortran-ordered copy of ``A[:, idx]`` (O(n·|idx|) memory)."""
-        return np.asfortranarray(self.A[:, idx])
+        """A Fortran-ordered copy of ``A[:, idx]`` (O(n·|idx|) memory, written once)."""
+        out = np.empty((self.n, len(idx)), dtype=self.A.dtype, order="F")
+        for lo in range(0, len(idx), 256):  # blocks keep the temporaries small
+            out[:, lo:lo + 256] = self.A[:, idx[lo:lo + 256]]
+        return out
 
     def col_sq(self):
         """``‖a_j‖²`` for every column (computed once, cached)."""

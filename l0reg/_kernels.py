@@ -1,4 +1,5 @@
-"""Numba kernels for the hot paths of the solvers.
+"""Numba kernels for the hot paths of the solvers (top-k selection is a numpy
+partition, in ``projection.largest``).
 
 Only array arithmetic lives here; the orchestration (which kernel to call, on
 which layout, when to stop) is in the Python modules. Kernels never write into
@@ -38,29 +39,32 @@ def dot(x, y):
 
 
 # --------------------------------------------------------------------------- products
-@serial_and_parallel
+@njit(cache=True, fastmath=True)
 def cols_matvec_f(A, idx, x, out):
-    """``out = A[:, idx] @ x`` for Fortran-ordered ``A`` (row blocks in parallel)."""
+    """``out = A[:, idx] @ x`` for Fortran-ordered ``A``, by row chunks.
+
+    Each chunk accumulates into a private buffer, which the compiler knows
+    aliases nothing, so the inner loop over contiguous column entries vectorises.
+    """
     n = A.shape[0]
-    nblocks = (n + _ROW_BLOCK - 1) // _ROW_BLOCK
-    for blk in prange(nblocks):
-        lo = blk * _ROW_BLOCK
+    nchunks = (n + _ROW_BLOCK - 1) // _ROW_BLOCK
+    for c in range(nchunks):
+        lo = c * _ROW_BLOCK
         hi = min(n, lo + _ROW_BLOCK)
-        for i in range(lo, hi):
-            out[i] = 0.0
+        acc = np.zeros(hi - lo)
         for t in range(idx.shape[0]):
             j = idx[t]
             xt = x[t]
-            if xt != 0.0:
-                for i in range(lo, hi):
-                    out[i] += A[i, j] * xt
+            for i in range(hi - lo):
+                acc[i] += A[lo + i, j] * xt
+        out[lo:hi] = acc
 
 
-@serial_and_parallel
+@njit(cache=True, fastmath=True)
 def cols_matvec_c(A, idx, x, out):
-    """``out = A[:, idx] @ x`` for C-ordered ``A`` (rows in parallel)."""
+    """``out = A[:, idx] @ x`` for C-ordered ``A`` (one gathered dot product per row)."""
     n = A.shape[0]
-    for i in prange(n):
+    for i in range(n):
         acc = 0.0
         for t in range(idx.shape[0]):
             acc += A[i, idx[t]] * x[t]
@@ -91,82 +95,18 @@ def cols_rmatvec_c(A, idx, r, out):
         out[t] = acc
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=True)
 def add_cols(A, idx, coef, out):
     """``out += A[:, idx] @ coef`` for a handful of columns (sequential, any layout)."""
     n = A.shape[0]
+    acc = np.zeros(n)
     for t in range(idx.shape[0]):
         j = idx[t]
         c = coef[t]
-        if c != 0.0:
-            for i in range(n):
-                out[i] += A[i, j] * c
-
-
-# --------------------------------------------------------------------------- top-k
-@njit(cache=True)
-def topk_of_line(w, g, tau, k, out):
-    """Indices of the ``k`` largest ``|w − τ g|`` (ties broken by index), sorted.
-
-    Selection by one partition (no full sort): O(p).
-    """
-    p = w.shape[0]
-    if k == 0:
-        return 0
-    mag = np.empty(p)
-    for j in range(p):
-        mag[j] = abs(w[j] - tau * g[j])
-    thresh = np.partition(mag, p - k)[p - k]
-    m = 0
-    for j in range(p):
-        if mag[j] > thresh:
-            out[m] = j
-            m += 1
-    for j in range(p):
-        if m >= k:
-            break
-        if mag[j] == thresh:
-            out[m] = j
-            m += 1
-    res = np.sort(out[:m])
-    out[:m] = res
-    return m
-
-
-@njit(cache=True)
-def top_indices(score, m, exclude_mask):
-    """Indices of the ``m`` largest ``score`` entries not in ``exclude_mask``, largest first."""
-    p = score.shape[0]
-    cand = np.empty(p, dtype=np.int64)
-    c = 0
-    for j in range(p):
-        if not exclude_mask[j]:
-            cand[c] = j
-            c += 1
-    cand = cand[:c]
-    m = min(m, c)
-    if m == 0:
-        return np.empty(0, dtype=np.int64)
-    vals = np.empty(c)
-    for t in range(c):
-        vals[t] = -score[cand[t]]
-    if m < c:
-        thresh = np.partition(vals, m - 1)[m - 1]
-        keep = np.empty(m, dtype=np.int64)
-        q = 0
-        for t in range(c):
-            if vals[t] < thresh:
-                keep[q] = cand[t]
-                q += 1
-        for t in range(c):
-            if q >= m:
-                break
-            if vals[t] == thresh:
-                keep[q] = cand[t]
-                q += 1
-        cand = keep
-    order = np.argsort(-score[cand], kind="mergesort")
-    return cand[order]
+        for i in range(n):
+            acc[i] += A[i, j] * c
+    for i in range(n):
+        out[i] += acc[i]
 
 
 # --------------------------------------------------------------------------- line-search path

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _kernels as kern
 from ._backsolve import backsolve_cost, ridge_on_support
+from .projection import largest
 
 
 def objective_from_residual(r, w, w_bar, nlam):
@@ -118,7 +119,7 @@ def swap_search(design, b, w, r, w_bar, nlam, *, max_swaps, tol, n_candidates=5)
             kern.insertion_gains(h, gram[i], w[i], w_bar, col_sq, nlam, in_s, gain, value_j)
             if exact:
                 trial = _best_exact_swap(design, b, w_bar, nlam, in_s, i,
-                                         kern.top_indices(gain, n_candidates, in_s))
+                                         largest(gain, n_candidates, in_s))
             else:
                 trial = _one_coordinate_swap(design, b, w, r, w_bar, nlam, in_s, i,
                                              gain, value_j, h, col_sq, tol)

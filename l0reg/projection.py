@@ -19,6 +19,25 @@ from . import _kernels as kern
 from ._validation import check_k
 
 
+def largest(score, m, exclude=None):
+    """Indices of the ``m`` largest entries of ``score`` (outside the boolean
+    mask ``exclude``), largest first, ties by lowest index.
+
+    One partition (introselect, O(p)) and a sort of the ``m`` winners only.
+    """
+    if exclude is not None:
+        score = np.where(exclude, -np.inf, score)
+        m = min(m, int(score.size - np.count_nonzero(exclude)))
+    m = min(m, score.size)
+    if m <= 0:
+        return np.empty(0, dtype=np.int64)
+    thresh = np.partition(score, score.size - m)[score.size - m]
+    above = np.flatnonzero(score > thresh)
+    ties = np.flatnonzero(score == thresh)[: m - above.size]
+    chosen = np.concatenate([above, ties])
+    return chosen[np.argsort(-score[chosen], kind="stable")]
+
+
 class Projection(ABC):
     """Base class of sparsity constraints."""
 
@@ -72,10 +91,7 @@ class TopK(Projection):
         return self.k
 
     def support_on_line(self, w, g, tau):
-        out = np.empty(max(self.k, 1), dtype=np.int64)
-        m = kern.topk_of_line(np.ascontiguousarray(w, dtype=np.float64),
-                              np.ascontiguousarray(g, dtype=np.float64), float(tau), self.k, out)
-        return out[:m].copy()
+        return np.sort(largest(np.abs(w - tau * g) if tau else np.abs(w), self.k))
 
     def start_support(self, w, g):
         # Nonzeros of w first (they dominate for small τ), then zeros by |g|.
@@ -87,7 +103,7 @@ class TopK(Projection):
             return nonzero
         mask = np.zeros(w.size, dtype=np.bool_)
         mask[nonzero] = True
-        fill = kern.top_indices(np.abs(g), missing, mask)
+        fill = largest(np.abs(g), missing, mask)
         return np.sort(np.concatenate([nonzero, fill]))
 
     def restrict(self, n_columns):
@@ -96,7 +112,7 @@ class TopK(Projection):
     def path_events(self, w, g, support, max_events):
         mask = np.zeros(w.size, dtype=np.bool_)
         mask[support] = True
-        rays = kern.top_indices(np.abs(g), max_events + 1, mask)
+        rays = largest(np.abs(g), max_events + 1, mask)
         return kern.topk_path_events(np.ascontiguousarray(w, dtype=np.float64),
                                      np.ascontiguousarray(g, dtype=np.float64),
                                      np.ascontiguousarray(support, dtype=np.int64), rays, max_events)
