@@ -35,7 +35,9 @@ logger = logging.getLogger(__name__)
 _ACTIVE_SET_MIN_ENTRIES = 5e7
 # ``swaps="auto"`` runs the swap search and its extra starts when one pass and
 # the greedy start cost at most this many flops (see ``_local_search_cost``).
-_SWAP_BUDGET = 5e9
+_SWAP_BUDGET = 1e9
+# Python-level cost of one greedy or swap step, in flop equivalents (~1 ms).
+_STEP_OVERHEAD_FLOPS = 1e6
 _MAX_SWAPS = 100
 # Work below this many flops is cheap whatever the problem's shape.
 _SMALL_PROBLEM_FLOPS = 1e6
@@ -145,10 +147,11 @@ def _initial_point(projection, w0, scale):
 
 def _local_search_cost(n, p, k):
     """Flops of one swap pass (k Gram columns) plus the forward-greedy start
-    (k products with Aᵀ and refits of 1..k columns)."""
+    (k products with Aᵀ and refits of 1..k columns), with the per-step
+    overhead of the Python loops counted in."""
     cost = 2.0 * k * n * p
     for size in range(1, k + 1):
-        cost += backsolve_cost(n, size)
+        cost += backsolve_cost(n, size) + 2 * _STEP_OVERHEAD_FLOPS
         if cost > _SWAP_BUDGET:
             break
     return cost
