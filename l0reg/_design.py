@@ -91,8 +91,8 @@ class Design:
                 kern.column_norms_sq(self.A, out)
             else:
                 out[:] = 0.0
-                for lo in range(0, self.n, 256):
-                    blk = self.A[lo:lo + 256].astype(np.float64)
+                for lo in range(0, self.n, 8):  # 8 rows at a time: O(p) temporary memory
+                    blk = self.A[lo:lo + 8].astype(np.float64)
                     out += np.einsum("ij,ij->j", blk, blk)
             self._col_sq = out
         return self._col_sq
