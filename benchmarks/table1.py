@@ -1,0 +1,154 @@
+"""Reproduce Table 1 of the CHITA paper (one-shot pruning, no fine-tuning).
+
+MLPNet on MNIST and ResNet20 on CIFAR-10: test accuracy of MP, CHITA and
+CHITA++ over a range of sparsities, next to the paper's values, with the time
+of every run.  Writes ``results/table1.md``, ``results/table1.json`` and
+``results/table1.png`` (accuracy vs sparsity); results are saved after every
+cell, so an interrupted run keeps what it finished.
+
+    CHITA_DATA_DIR=/path/to/shared/data python benchmarks/table1.py --model all
+"""
+import argparse
+import copy
+import json
+import logging
+import os
+import time
+
+from chita_nn import models
+from chita_nn.cli import load_problem
+from chita_nn.pruning import METHODS, prune
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LABELS = {"magnitude": "MP", "chita": "CHITA", "chita++": "CHITA++"}
+
+PAPER = {
+    "mlpnet": {
+        "dense": 93.97,
+        "sparsities": [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98],
+        "magnitude": [93.93, 93.78, 93.62, 92.89, 90.30, 83.64, 32.25],
+        "chita": [93.97, 93.94, 93.80, 93.59, 92.46, 88.09, 46.25],
+        "chita++": [95.97, 95.93, 95.89, 95.80, 95.55, 94.70, 90.73],
+    },
+    "resnet20": {
+        "dense": 91.36,
+        "sparsities": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+        "magnitude": [90.77, 89.98, 88.44, 85.24, 78.79, 54.01, 11.79],
+        "chita": [91.37, 91.19, 90.60, 89.22, 84.12, 57.90, 15.60],
+        "chita++": [91.25, 91.20, 91.04, 90.78, 90.38, 88.72, 79.32],
+    },
+}
+
+#: Per-model settings on top of :data:`chita_nn.pruning.DEFAULTS` (ResNet20: block-diagonal Fisher).
+MODEL_SETTINGS = {"mlpnet": {}, "resnet20": {"block_size": 2000}}
+
+
+def run_model(name, args, results, save):
+    model, train, test = load_problem(name, args.data_dir, test_limit=args.test_limit)
+    dense = models.evaluate(model, test)["accuracy"]
+    entry = results.setdefault(name, {"dense": 100 * dense, "cells": []})
+    settings = dict(MODEL_SETTINGS[name])
+    if args.n_rows:
+        settings["n_rows"] = args.n_rows
+    if args.samples_per_row:
+        settings["samples_per_row"] = args.samples_per_row
+    if args.stages:
+        settings["n_stages"] = args.stages
+    sparsities = args.sparsities or PAPER[name]["sparsities"]
+    for method in args.methods:
+        for sparsity in sparsities:
+            if any(c["method"] == method and c["sparsity"] == sparsity for c in entry["cells"]):
+                continue  # kept from a previous run (--resume)
+            pruned = copy.deepcopy(model)
+            bn = train if name == "resnet20" and args.recompute_bn in ("all", method) else None
+            t0 = time.perf_counter()
+            kwargs = {} if method == "magnitude" else settings
+            report = prune(pruned, train, sparsity, method=method, recompute_batchnorm=bn, **kwargs)
+            seconds = time.perf_counter() - t0
+            acc = 100 * models.evaluate(pruned, test)["accuracy"]
+            paper = dict(zip(PAPER[name]["sparsities"], PAPER[name][method])).get(sparsity)
+            entry["cells"].append(dict(method=method, sparsity=sparsity, accuracy=acc, paper=paper,
+                                       seconds=seconds, recompute_bn=bn is not None,
+                                       settings=report.settings))
+            logging.info("%s %s %.2f: %.2f%% (paper %s) in %.1fs", name, method, sparsity, acc, paper, seconds)
+            save(results)
+
+
+def markdown(results):
+    lines = ["# Table 1 (one-shot, no fine-tuning): test accuracy %, ours (paper) [seconds]", ""]
+    for name, entry in results.items():
+        lines += [f"## {name} (dense: ours {entry['dense']:.2f}, paper {PAPER[name]['dense']:.2f})", ""]
+        sparsities = sorted({c["sparsity"] for c in entry["cells"]})
+        methods = [m for m in METHODS if any(c["method"] == m for c in entry["cells"])]
+        lines.append("| sparsity | " + " | ".join(LABELS[m] for m in methods) + " |")
+        lines.append("|---|" + "---|" * len(methods))
+        for s in sparsities:
+            row = [f"{s:.2f}"]
+            for m in methods:
+                cell = next((c for c in entry["cells"] if c["method"] == m and c["sparsity"] == s), None)
+                paper = "" if cell is None or cell["paper"] is None else f" ({cell['paper']:.2f})"
+                row.append("" if cell is None else f"{cell['accuracy']:.2f}{paper} [{cell['seconds']:.0f}s]")
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
+    for ax, (name, entry) in zip(axes[0], results.items()):
+        for i, method in enumerate(METHODS):
+            cells = sorted((c["sparsity"], c["accuracy"]) for c in entry["cells"] if c["method"] == method)
+            if cells:
+                ax.plot(*zip(*cells), "o-", color=f"C{i}", label=f"{LABELS[method]} (ours)")
+                ax.plot(PAPER[name]["sparsities"], PAPER[name][method], "x--", color=f"C{i}", alpha=0.6,
+                        label=f"{LABELS[method]} (paper)")
+        ax.axhline(entry["dense"], color="gray", lw=0.8, label="dense")
+        ax.set(title=name, xlabel="sparsity", ylabel="test accuracy (%)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=("mlpnet", "resnet20", "all"), default="all")
+    parser.add_argument("--data-dir", default=None, help="data folder (default: $CHITA_DATA_DIR)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--sparsities", nargs="+", type=float, default=None)
+    parser.add_argument("--n-rows", type=int, default=None)
+    parser.add_argument("--samples-per-row", type=int, default=None)
+    parser.add_argument("--stages", type=int, default=None)
+    parser.add_argument("--recompute-bn", choices=("none", "chita++", "all"), default="all",
+                        help="ResNet20: re-estimate BatchNorm statistics on training images after pruning")
+    parser.add_argument("--test-limit", type=int, default=None)
+    parser.add_argument("--out-dir", default=os.path.join(HERE, "results"))
+    parser.add_argument("--resume", action="store_true", help="keep the cells already in the JSON file")
+    parser.add_argument("--tag", default="table1", help="output file stem")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    os.makedirs(args.out_dir, exist_ok=True)
+    stem = os.path.join(args.out_dir, args.tag)
+
+    def save(results):
+        with open(stem + ".json", "w") as fh:
+            json.dump(results, fh, indent=2, default=str)
+        with open(stem + ".md", "w") as fh:
+            fh.write(markdown(results))
+        plot(results, stem + ".png")
+
+    results = {}
+    if args.resume and os.path.exists(stem + ".json"):
+        with open(stem + ".json") as fh:
+            results = json.load(fh)
+    for name in (("mlpnet", "resnet20") if args.model == "all" else (args.model,)):
+        run_model(name, args, results, save)
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,305 @@
+"""One-shot pruning of a PyTorch model: magnitude pruning, CHITA and CHITA++.
+
+Around the current weights ``w̄`` (the selected tensors flattened and
+concatenated, ``p`` entries) the training loss is modelled by the quadratic
+with the empirical Fisher ``(1/n)AᵀA`` as Hessian, where row ``i`` of ``A`` is
+the loss gradient on mini-batch ``i`` of ``m`` samples.  Keeping
+``k = ⌊(1 − s)p⌋`` weights is then the l0reg problem::
+
+    min_w ½‖b − A w‖² + (nλ/2)‖w − w̄‖²   s.t. ‖w‖₀ ≤ k,
+    b = A w̄ − e  (gradient term, e = ones)   or   b = A w̄.
+
+CHITA solves it once; CHITA++ raises the sparsity over a schedule
+``s_1 < … < s_T = s`` and at each stage recomputes ``A`` at the current
+pruned weights and re-centres the problem there.  Each stage's solution
+``w*`` (support ``S``) may be damped by a line search on the training loss
+over ``w(α) = P_S(w̄) + α (w* − P_S(w̄))``, a trust region on the quadratic model.
+"""
+import copy
+import logging
+import numbers
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+import l0reg
+
+from .blocks import SCORES, allocate_budgets, layer_budgets, make_blocks, rhs, screening_scores, solve_blocks
+from .data import as_tensors
+from .fisher import empirical_fisher
+from .models import eval_mode, model_device
+from .params import ParamLayout, select_parameters
+from .report import LayerReport, PruneReport, StageReport
+from .schedules import SCHEDULES, sparsity_schedule
+from .writeback import recompute_batchnorm as _recompute_batchnorm
+from .writeback import strip_reparametrization, write_weights, write_weights_atomic
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("magnitude", "chita", "chita++")
+SCOPES = ("global", "layerwise")
+SUPPORTED_DEVICES = ("cpu", "cuda")
+
+#: Defaults of :func:`prune` (chosen on MLPNet/MNIST and ResNet20/CIFAR-10, see benchmarks/table1.py).
+DEFAULTS = {
+    "n_rows": 1000,
+    "samples_per_row": 16,
+    "lam": 1e-5,
+    "gradient_term": False,
+    "n_stages": 10,
+    "line_search": (0.0, 0.25, 0.5, 0.75, 1.0),
+    "loss_samples": 5000,
+    # The solver's 1-swap/greedy phase costs ~100x the IHT + backsolve and did not lower the objective on
+    # Fisher problems (digits MLP, n = 100, k = 3232: 105 s vs 0.8 s, same objective), so it is off.
+    "solver_options": {"swaps": False},
+}
+
+
+def _check_sparsity(sparsity):
+    if (isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real)
+            or not np.isfinite(sparsity) or not 0.0 <= sparsity < 1.0):
+        raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
+    return float(sparsity)
+
+
+def _check_choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_device(model):
+    devices = {t.device.type for t in model.parameters()} | {t.device.type for t in model.buffers()}
+    unsupported = devices - set(SUPPORTED_DEVICES)
+    if unsupported:
+        raise ValueError(f"model is on an unsupported device {sorted(unsupported)}; "
+                         f"move it to one of {SUPPORTED_DEVICES} first")
+
+
+def _budget(sparsity, p):
+    return int(np.floor((1.0 - sparsity) * p + 1e-9))
+
+
+def _finish(model, params, layout, w, keep, *, mask, report, recompute_batchnorm, t_start):
+    """Write ``w`` restricted to ``keep`` into ``model`` (atomically) and complete ``report``."""
+    write_weights_atomic(model, params, layout.split(w * keep), layout.split(keep),
+                         mask=mask)
+    if recompute_batchnorm is not None:
+        _recompute_batchnorm(model, recompute_batchnorm)
+    report.layers = [LayerReport(p.name, tuple(p.shape), e - s, int(keep[s:e].sum()))
+                     for p, (s, e) in zip(params, layout.offsets)]
+    report.time_total = time.perf_counter() - t_start
+    logger.info("pruned to sparsity %.4f with %s in %.2fs", report.sparsity, report.method, report.time_total)
+    return report
+
+
+def _select(model, module_types, include, exclude):
+    params = select_parameters(model, module_types=module_types, include=include, exclude=exclude)
+    return params, ParamLayout(params)
+
+
+def magnitude_keep(w, slices, sparsity, scope="global"):
+    """Boolean support of magnitude pruning: global top-k of ``|w|``, or per-layer top-``k_l``."""
+    blocks = make_blocks(slices)
+    if scope == "global":
+        return allocate_budgets(blocks, np.abs(w), k=_budget(sparsity, w.size))[1]
+    return allocate_budgets(blocks, np.abs(w), per_layer=layer_budgets(slices, sparsity))[1]
+
+
+def magnitude_prune(model, sparsity, *, scope="global", module_types=(nn.Linear, nn.Conv2d), include=None,
+                    exclude=None, mask=True, recompute_batchnorm=None):
+    """Magnitude pruning (MP): keep the ``k = ⌊(1 − s)p⌋`` largest ``|w̄_j|`` (per layer if layerwise)."""
+    t_start = time.perf_counter()
+    sparsity = _check_sparsity(sparsity)
+    _check_choice("scope", scope, SCOPES)
+    _check_device(model)
+    params, layout = _select(model, module_types, include, exclude)
+    w = layout.gather(np.float64)
+    keep = magnitude_keep(w, layout.offsets, sparsity, scope)
+    report = PruneReport("magnitude", sparsity, settings={"scope": scope})
+    return _finish(model, params, layout, w, keep, mask=mask, report=report,
+                   recompute_batchnorm=recompute_batchnorm, t_start=t_start)
+
+
+def _per_sample_cross_entropy(output, target):
+    return F.cross_entropy(output, target, reduction="none")
+
+
+class _LossProbe:
+    """Training loss of the working model on a fixed subset, for the per-stage line search."""
+
+    def __init__(self, model, data, n, loss_fn, seed):
+        X, y = as_tensors(data, "data")
+        idx = torch.randperm(len(X), generator=torch.Generator().manual_seed(seed + 7919))[:n]
+        self.X, self.y, self.model, self.loss_fn = X[idx], y[idx], model, loss_fn
+
+    @torch.no_grad()
+    def __call__(self, batch_size=1000):
+        device = model_device(self.model)
+        total = 0.0
+        with eval_mode(self.model):
+            for s in range(0, len(self.X), batch_size):
+                out = self.model(self.X[s:s + batch_size].to(device))
+                total += self.loss_fn(out, self.y[s:s + batch_size].to(device)).sum().item()
+        return total / len(self.X)
+
+
+def prune(model, data, sparsity, *, method="chita++", n_rows=None, samples_per_row=None, lam=None,
+          gradient_term=None, n_stages=None, schedule="exponential", scope="global", block_size=None,
+          score="fisher", line_search=None, loss_samples=None, loss_fn=None, solver_options=None,
+          module_types=(nn.Linear, nn.Conv2d), include=None, exclude=None, mask=True,
+          recompute_batchnorm=None, max_bytes=None, seed=0, progress=False):
+    """Prune ``model`` in place to ``sparsity`` and return a :class:`PruneReport`.
+
+    Parameters
+    ----------
+    model : nn.Module on CPU or CUDA
+    data : TensorDataset or (X, y)
+        Training data for the Fisher rows (and the line search); unused by ``"magnitude"``.
+    sparsity : float in [0, 1)
+        Fraction of the selected weights set to zero: ``k = ⌊(1 − s)p⌋`` are kept (per layer if layerwise).
+    method : {"chita++", "chita", "magnitude"}
+    n_rows, samples_per_row : int
+        ``A`` has ``n_rows`` rows, each the mean gradient over ``samples_per_row`` samples
+        (defaults: :data:`DEFAULTS`, shrunk to fit a small ``data``).
+    lam : float
+        Ridge ``λ`` of ``(nλ/2)‖w − w̄‖²`` (a trust region around ``w̄``).
+    gradient_term : bool
+        ``b = A w̄ − e`` (True) or ``b = A w̄`` (default ``DEFAULTS["gradient_term"]``).
+    n_stages : int
+        CHITA++ stages (ignored by CHITA, which is one stage); ``schedule`` is their sparsity schedule (:func:`sparsity_schedule`).
+    scope : {"global", "layerwise"}
+    block_size : None, "layer" or int
+        ``None``: one problem over all ``p`` weights (global scope); ``"layer"``: one block per layer;
+        int: blocks of at most that many columns within each layer (block-diagonal Fisher).
+    score : {"fisher", "magnitude"}
+        Screening score that allocates the block budgets and warm-starts the solver.
+    loss_fn : callable ``(output, target) -> (N,)`` per-sample losses; default cross-entropy on logits.
+    line_search : sequence of float or False
+        Step sizes ``α`` tried on each stage's result (training loss on ``loss_samples`` samples).
+    solver_options : dict
+        Extra keyword arguments of :func:`l0reg.solve` (default ``DEFAULTS["solver_options"]``).
+    mask : bool
+        Install ``torch.nn.utils.prune`` masks (True) or write zeros into the weights.
+    recompute_batchnorm : dataset or None
+        Re-estimate BatchNorm statistics on it after pruning.
+    """
+    t_start = time.perf_counter()
+    _check_choice("method", method, METHODS)
+    if method == "magnitude":
+        return magnitude_prune(model, sparsity, scope=scope, module_types=module_types, include=include,
+                               exclude=exclude, mask=mask, recompute_batchnorm=recompute_batchnorm)
+    sparsity = _check_sparsity(sparsity)
+    _check_choice("scope", scope, SCOPES)
+    _check_choice("schedule", schedule, SCHEDULES)
+    _check_choice("score", score, SCORES)
+    if block_size is not None and block_size != "layer":
+        _check_positive_int("block_size", block_size)
+    _check_device(model)
+    X, _ = as_tensors(data, "data")
+    if len(X) == 0:
+        raise ValueError("data is empty")
+    n_rows = _check_positive_int("n_rows", DEFAULTS["n_rows"] if n_rows is None else n_rows)
+    if samples_per_row is None:
+        n_rows = min(n_rows, len(X))
+        samples_per_row = max(1, min(DEFAULTS["samples_per_row"], len(X) // n_rows))
+    samples_per_row = _check_positive_int("samples_per_row", samples_per_row)
+    if n_rows * samples_per_row > len(X):
+        raise ValueError(f"data is too small: n_rows * samples_per_row = {n_rows} * {samples_per_row} "
+                         f"> {len(X)} samples; lower n_rows or samples_per_row")
+    lam = float(DEFAULTS["lam"] if lam is None else lam)
+    gradient_term = bool(DEFAULTS["gradient_term"] if gradient_term is None else gradient_term)
+    if not lam >= 0.0:
+        raise ValueError(f"lam must be >= 0, got {lam!r}")
+    n_stages = _check_positive_int("n_stages", DEFAULTS["n_stages"] if n_stages is None else n_stages)
+    if method == "chita":
+        n_stages = 1
+    steps = DEFAULTS["line_search"] if line_search is None else (line_search or ())
+    options = {**DEFAULTS["solver_options"], **(solver_options or {})}
+    params, layout = _select(model, module_types, include, exclude)
+    slices = layout.offsets
+    p = layout.p
+    w = layout.gather(np.float64)
+
+    # Work on a plain (un-reparametrised) copy so that ``model`` is untouched until the write-back.
+    work = strip_reparametrization(copy.deepcopy(model))
+    work_params, work_layout = _select(work, module_types, include, exclude)
+    start = float(np.mean(w == 0.0))
+    stages = [sparsity] if start >= sparsity else sparsity_schedule(sparsity, n_stages, schedule, start=start)
+    if block_size is None and scope == "global":
+        blocks = [(0, p, 0)]
+    else:
+        blocks = make_blocks(slices, None if block_size in (None, "layer") else block_size)
+    n_probe = min(len(X), DEFAULTS["loss_samples"] if loss_samples is None else loss_samples)
+    probe = _LossProbe(work, data, n_probe, loss_fn or _per_sample_cross_entropy, seed) if steps else None
+    report = PruneReport(method, sparsity, settings=dict(
+        n_rows=n_rows, samples_per_row=samples_per_row, lam=lam, gradient_term=gradient_term,
+        n_stages=len(stages), schedule=schedule, scope=scope, block_size=block_size, score=score,
+        line_search=list(steps), seed=seed))
+    A = None
+    for t, s_t in enumerate(tqdm(stages, desc=f"{method} stages", disable=not progress, leave=False)):
+        t0 = time.perf_counter()
+        fisher = empirical_fisher(work, work_params, data, n_rows=n_rows, samples_per_row=samples_per_row,
+                                  loss_fn=loss_fn, out=A, max_bytes=max_bytes, seed=seed + t)
+        A = fisher.A
+        t_grad = time.perf_counter() - t0
+        scores = screening_scores(A, w, score)
+        if scope == "global":
+            budgets, keep0 = allocate_budgets(blocks, scores, k=_budget(s_t, p))
+        else:
+            budgets, keep0 = allocate_budgets(blocks, scores, per_layer=layer_budgets(slices, s_t))
+        b = rhs(A, w, gradient_term)
+        w0 = w * keep0
+        keep_mp = magnitude_keep(w, slices, s_t, scope)
+        w_mp = w * keep_mp
+        w_star, keep, t_solve = solve_blocks(A, w, blocks, budgets, gradient_term=gradient_term, lam=lam,
+                                             w_init=w0, solver_options=options)
+        w_star *= keep
+        stage = StageReport(s_t, int(keep.sum()), l0reg.objective(A, b, w_mp, lam=lam, w_bar=w),
+                            l0reg.objective(A, b, w_star, lam=lam, w_bar=w),
+                            time_gradients=t_grad, time_solve=t_solve)
+        w, keep = _line_search(work_params, work_layout, probe, w, w_star, keep, (w_mp, keep_mp), steps, stage)
+        report.stages.append(stage)
+        report.time_gradients += t_grad
+        report.time_solve += t_solve
+        logger.info("stage %d/%d: sparsity %.4f objective %.6g -> %.6g step %.2f loss %.4g",
+                    t + 1, len(stages), s_t, stage.objective_start, stage.objective, stage.step,
+                    stage.train_loss)
+    return _finish(model, params, layout, w, keep, mask=mask, report=report,
+                   recompute_batchnorm=recompute_batchnorm, t_start=t_start)
+
+
+def _line_search(work_params, work_layout, probe, w_bar, w_star, keep, magnitude, steps, stage):
+    """Pick the stage's weights by training loss and write them into the work model; returns ``(w, keep)``.
+
+    Candidates: ``w(α) = P_S(w̄) + α (w* − P_S(w̄))`` for ``α`` in ``steps`` (a trust region on the
+    quadratic model), and the magnitude solution ``magnitude = (w_mp, keep_mp)`` as a safeguard for when
+    the quadratic model is not trustworthy (``stage.step`` is then nan).  Without ``steps``, ``w*`` is taken as is.
+    """
+    def put(vec, support):
+        write_weights(work_params, work_layout.split(vec), work_layout.split(support), mask=False)
+
+    if not steps:
+        put(w_star, keep)
+        return w_star, keep
+    w_base = w_bar * keep
+    candidates = [(alpha, w_base + alpha * (w_star - w_base), keep) for alpha in steps]
+    candidates.append((float("nan"), *magnitude))
+    best = None
+    for alpha, vec, support in candidates:
+        put(vec, support)
+        loss = probe()
+        if best is None or loss < best[0]:
+            best = (loss, alpha, vec, support)
+    stage.train_loss, stage.step, w, keep = best
+    put(w, keep)
+    return w, keep

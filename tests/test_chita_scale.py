@@ -1,0 +1,81 @@
+"""Tests of memory-bounded block-mode CHITA: equality with the in-memory solves, float16 store, memory refusal,
+parallel block solves, and the ImageNet architectures."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from chita_nn.data import load_digits_data
+from chita_nn.imagenet_models import MobileNetV1, resnet50
+from chita_nn.models import train_digits_mlp
+from chita_nn.params import ParamLayout, select_parameters
+from chita_nn.pruning import prune
+from chita_nn.scale import block_prune
+
+ROWS = dict(n_rows=50, samples_per_row=4, seed=1)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    train, _ = load_digits_data(seed=0)
+    return train_digits_mlp(train, epochs=5, seed=0), train
+
+
+def weights(model):
+    return ParamLayout(select_parameters(model)).gather()
+
+
+@pytest.mark.parametrize("block_size", [None, 1000])
+def test_block_mode_equals_in_memory_solve(digits, tmp_path, block_size):
+    """One block (block_size=None) is the global CHITA solve; with blocks it is prune(block_size=...)."""
+    model, train = digits
+    expected, got = copy.deepcopy(model), copy.deepcopy(model)
+    prune(expected, train, 0.8, method="chita", line_search=False, block_size=block_size, **ROWS)
+    report = block_prune(got, train, 0.8, block_size=block_size, store_dtype="float32", store_dir=tmp_path,
+                         chunk_rows=16, **ROWS)
+    w_expected, w_got = weights(expected), weights(got)
+    assert np.array_equal(w_expected != 0, w_got != 0)
+    assert np.allclose(w_got, w_expected, atol=1e-5)
+    assert torch.equal(got.fc1.weight_mask, expected.fc1.weight_mask)
+    assert report.prune.nonzeros == int(np.floor(0.2 * w_got.size + 1e-9))
+    assert set(report.phases) == {"plan", "gradients", "solve", "write-back"}
+    assert list(tmp_path.iterdir()) == []  # block files removed
+
+
+def test_float16_store_is_close_to_float32(digits):
+    model, train = digits
+    a, b = copy.deepcopy(model), copy.deepcopy(model)
+    block_prune(a, train, 0.8, block_size=1000, store_dtype="float32", **ROWS)
+    report = block_prune(b, train, 0.8, block_size=1000, store_dtype="float16", **ROWS)
+    wa, wb = weights(a), weights(b)
+    assert np.mean((wa != 0) == (wb != 0)) > 0.99
+    assert report.plan.store_bytes < 50 * wa.size * 4 * 0.6  # half of float32, plus the row scales
+
+
+def test_memory_refusal_is_clear_and_allocates_nothing(digits, tmp_path):
+    model, train = digits
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(MemoryError, match="max_bytes.*block_size"):
+        block_prune(model, train, 0.8, max_bytes=10_000, store_dir=tmp_path, **ROWS)
+    assert list(tmp_path.iterdir()) == []
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.slow
+def test_parallel_block_solves_equal_serial(digits):
+    model, train = digits
+    a, b = copy.deepcopy(model), copy.deepcopy(model)
+    block_prune(a, train, 0.8, block_size=1500, store_dtype="float32", **ROWS)
+    report = block_prune(b, train, 0.8, block_size=1500, store_dtype="float32", workers=2, **ROWS)
+    assert np.array_equal(weights(a), weights(b))
+    assert report.workers_peak_rss > 0
+
+
+@pytest.mark.slow
+def test_imagenet_architectures_match_published_sizes():
+    assert sum(p.numel() for p in MobileNetV1().parameters()) == 4_231_976
+    model = resnet50()
+    assert sum(p.numel() for p in model.parameters()) == 25_557_032  # torchvision's resnet50
+    with torch.no_grad():
+        assert model.eval()(torch.zeros(1, 3, 64, 64)).shape == (1, 1000)
