@@ -53,8 +53,8 @@ DEFAULTS = {
     "n_stages": 10,
     "line_search": (0.0, 0.25, 0.5, 0.75, 1.0),
     "loss_samples": 5000,
-    # The solver's 1-swap/greedy phase costs ~100x the IHT + backsolve and did not lower the objective on
-    # Fisher problems (digits MLP, n = 100, k = 3232: 105 s vs 0.8 s, same objective), so it is off.
+    # The solver's swap/greedy phase is for small best-subset problems; on Fisher problems it did not lower
+    # the objective (digits MLP, n = 100, k = 3232: same objective) at many times the cost, so it is off.
     "solver_options": {"swaps": False},
 }
 
