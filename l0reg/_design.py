@@ -64,7 +64,7 @@ class Design:
         if not self.fortran and idx.size > _DENSE_FRACTION["rmatvec_c"] * self.p:
             return self.rmatvec(r)[idx]
         out = np.empty(idx.size)
-        kernel = kern.cols_rmatvec_f if self.fortran else kern.cols_rmatvec_c
+        kernel = kern.cols_rmatvec
         (kernel.parallel if self.n * idx.size >= _PARALLEL_MIN_WORK else kernel)(self.A, idx, r, out)
         return out
 

@@ -72,20 +72,9 @@ def cols_matvec_c(A, idx, x, out):
 
 
 @serial_and_parallel
-def cols_rmatvec_f(A, idx, r, out):
-    """``out = A[:, idx].T @ r`` for Fortran-ordered ``A`` (one dot product per column)."""
-    n = A.shape[0]
-    for t in prange(idx.shape[0]):
-        j = idx[t]
-        acc = 0.0
-        for i in range(n):
-            acc += A[i, j] * r[i]
-        out[t] = acc
-
-
-@serial_and_parallel
-def cols_rmatvec_c(A, idx, r, out):
-    """``out = A[:, idx].T @ r`` for C-ordered ``A`` (columns in parallel, strided reads)."""
+def cols_rmatvec(A, idx, r, out):
+    """``out = A[:, idx].T @ r``, one dot product per column (contiguous reads
+    for Fortran order, strided for C order)."""
     n = A.shape[0]
     for t in prange(idx.shape[0]):
         j = idx[t]

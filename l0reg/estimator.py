@@ -44,7 +44,34 @@ def centred_problem(X, y, sample_weight, fit_intercept):
     return root[:, None] * (X - x_offset), root * (y - y.dtype.type(y_offset)), x_offset, y_offset, n_eff
 
 
-class L0RidgeRegressor(RegressorMixin, BaseEstimator):
+class L0LinearModel(RegressorMixin, BaseEstimator):
+    """What the L0 estimators share once a solution is found: fitted
+    attributes, ``predict`` and the scikit-learn tags."""
+
+    def _set_solution(self, result, x_offset, y_offset, fit_intercept):
+        self.result_ = result
+        self.coef_ = result.coef
+        self.support_ = result.support
+        self.objective_ = result.objective
+        self.n_iter_ = result.n_iter
+        self.intercept_ = y_offset - float(x_offset.astype(np.float64) @ result.coef) if fit_intercept else 0.0
+
+    def predict(self, X):
+        """``X @ coef_ + intercept_``."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=_FLOAT_DTYPES)
+        return X @ self.coef_ + self.intercept_
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # Dense, finite input and a single target only.
+        tags.input_tags.sparse = False
+        tags.input_tags.allow_nan = False
+        tags.target_tags.multi_output = False
+        return tags
+
+
+class L0RidgeRegressor(L0LinearModel):
     """Linear regression with at most ``k`` nonzero coefficients and a ridge toward ``w_bar``.
 
     Minimises ``½Σ sᵢ(yᵢ − c − xᵢᵀw)² + (λ Σsᵢ / 2)‖w − w̄‖²`` subject to
@@ -118,24 +145,5 @@ class L0RidgeRegressor(RegressorMixin, BaseEstimator):
         # solve() penalises with A.shape[0]·lam; rescale so that the penalty is n_eff·lam.
         result = solve(A, b, k, lam=lam * n_eff / A.shape[0], w_bar=w_bar, w_init=w_init, **solve_kwargs)
         logger.debug("L0RidgeRegressor.fit: n=%d p=%d k=%d -> %r", n_samples, p, k, result)
-        self.result_ = result
-        self.coef_ = result.coef
-        self.support_ = result.support
-        self.objective_ = result.objective
-        self.n_iter_ = result.n_iter
-        self.intercept_ = y_offset - float(x_offset.astype(np.float64) @ result.coef) if self.fit_intercept else 0.0
+        self._set_solution(result, x_offset, y_offset, self.fit_intercept)
         return self
-
-    def predict(self, X):
-        """``X @ coef_ + intercept_``."""
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=_FLOAT_DTYPES)
-        return X @ self.coef_ + self.intercept_
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        # Dense, finite input and a single target only.
-        tags.input_tags.sparse = False
-        tags.input_tags.allow_nan = False
-        tags.target_tags.multi_output = False
-        return tags

@@ -2,19 +2,17 @@
 import logging
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.metrics import check_scoring, get_scorer
 from sklearn.model_selection import check_cv
 from sklearn.utils.parallel import Parallel, delayed
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
 
 from ._validation import check_ks, check_matrix, check_nonnegative, check_vector
-from .estimator import L0RidgeRegressor, centred_problem
+from .estimator import _FLOAT_DTYPES, L0LinearModel, L0RidgeRegressor, centred_problem
 from .solver import solve
 
 logger = logging.getLogger(__name__)
 
-_FLOAT_DTYPES = [np.float64, np.float32]
 _DEFAULT_MAX_K = 20
 
 
@@ -54,7 +52,7 @@ def _fold_scores(X, y, train, test, ks, lam, w_bar, fit_intercept, scorer, solve
             for r in results]
 
 
-class L0RidgeCV(RegressorMixin, BaseEstimator):
+class L0RidgeCV(L0LinearModel):
     """:class:`L0RidgeRegressor` with ``k`` selected by K-fold cross-validation.
 
     On each fold the path over ``ks`` is fitted (warm-started from the previous
@@ -133,23 +131,5 @@ class L0RidgeCV(RegressorMixin, BaseEstimator):
 
         A, b, x_offset, y_offset, _ = centred_problem(X, y, None, fit_intercept)
         result = l0_path(A, b, ks[:best + 1], lam=lam, w_bar=w_bar, **solve_kwargs)[-1]
-        self.result_ = result
-        self.coef_ = result.coef
-        self.support_ = result.support
-        self.objective_ = result.objective
-        self.n_iter_ = result.n_iter
-        self.intercept_ = y_offset - float(x_offset.astype(np.float64) @ result.coef) if fit_intercept else 0.0
+        self._set_solution(result, x_offset, y_offset, fit_intercept)
         return self
-
-    def predict(self, X):
-        """``X @ coef_ + intercept_``."""
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=_FLOAT_DTYPES)
-        return X @ self.coef_ + self.intercept_
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
-        tags.input_tags.allow_nan = False
-        tags.target_tags.multi_output = False
-        return tags

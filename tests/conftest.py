@@ -1,4 +1,4 @@
-"""Shared fixtures for the l0reg tests."""
+"""Shared fixtures."""
 import numpy as np
 import pytest
 
@@ -24,3 +24,15 @@ def sparse_regression():
         w_true[support] = rng.uniform(1.0, 3.0, size=k) * rng.choice([-1.0, 1.0], size=k)
         return X, X @ w_true + noise * rng.standard_normal(n), w_true
     return make
+
+
+@pytest.fixture(scope="module")
+def torch_single_thread():
+    """One torch thread for modules of tiny models: a thread pool only adds
+    synchronisation there, and stalls badly when the cores are shared."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -19,13 +19,7 @@ MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 CIFAR_TRAIN_COUNTS = [2491, 2518, 2515, 2522, 2490, 2411, 2537, 2530, 2507, 2479]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One torch thread: on a shared 2-core machine a contended thread pool makes small models crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,7 @@ from chita_nn.params import ParamLayout, PrunableParam, select_parameters
 ALL_TYPES = (nn.Linear, nn.Conv2d, nn.Bilinear)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """The models here are tiny: one thread avoids thread-pool contention on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 class TokenMLP(nn.Module):
