@@ -10,16 +10,20 @@ Pruned weights are written back with ``torch.nn.utils.prune`` masks
 (``weight_orig`` / ``weight_mask``), so ``prune.remove`` works as usual.
 """
 from .data import load_cifar10, load_digits_data, load_mnist, resolve_data_dir, subset
+from .distributed import distributed_block_prune
 from .fisher import FisherSample, empirical_fisher, fisher_nbytes
+from .gradual import GradualConfig, load_recipe, run_gradual
 from .models import DigitsMLP, MLPNet, ResNet20, evaluate, load_mlpnet, load_resnet20, train_digits_mlp
 from .params import ParamLayout, PrunableParam, select_parameters
 from .pruning import magnitude_prune, prune
 from .report import PruneReport
+from .scale import block_prune
 from .schedules import sparsity_schedule
 from .writeback import load_pruned, recompute_batchnorm, save_pruned
 
 __all__ = [
-    "DigitsMLP", "FisherSample", "MLPNet", "ParamLayout", "PrunableParam", "PruneReport", "ResNet20",
+    "DigitsMLP", "FisherSample", "GradualConfig", "block_prune", "distributed_block_prune", "load_recipe",
+    "run_gradual", "MLPNet", "ParamLayout", "PrunableParam", "PruneReport", "ResNet20",
     "empirical_fisher", "evaluate", "fisher_nbytes", "load_cifar10", "load_digits_data", "load_mlpnet",
     "load_mnist", "load_pruned", "load_resnet20", "magnitude_prune", "prune", "recompute_batchnorm",
     "resolve_data_dir", "save_pruned", "select_parameters", "sparsity_schedule", "subset", "train_digits_mlp",

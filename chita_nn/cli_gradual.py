@@ -1,11 +1,7 @@
 """``chita-nn gradual RECIPE.toml``: gradual pruning with fine-tuning, described by a TOML recipe.
 
-Hook into ``chita_nn/cli.py`` with ``add_gradual_parser(sub)`` in ``build_parser``; also runnable on its own as
-``python -m chita_nn.cli_gradual RECIPE.toml``.
+Registered as a subcommand of ``chita-nn`` by ``chita_nn.cli.build_parser``.
 """
-import argparse
-import logging
-import sys
 
 from .gradual import load_recipe, run_gradual
 from .models import evaluate
@@ -45,20 +41,3 @@ def add_gradual_parser(subparsers):
     """Add the ``gradual`` subcommand to an argparse ``subparsers`` object; returns its parser."""
     return _add_arguments(subparsers.add_parser("gradual", help="gradual pruning with fine-tuning from a "
                                                                 "TOML recipe"))
-
-
-def main(argv=None):
-    parser = _add_arguments(argparse.ArgumentParser(prog="python -m chita_nn.cli_gradual"))
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="-v: info logs, -vv: debug")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError, MemoryError) as exc:
-        print(f"chita-nn gradual: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
