@@ -1,4 +1,5 @@
-"""Command line: ``chita-nn prune`` (prune a model, save it and its report) and ``chita-nn demo``."""
+"""Command line: ``chita-nn prune`` (prune a model, save it and its report), ``chita-nn demo`` and
+``chita-nn gradual`` (see ``cli_gradual``)."""
 import argparse
 import copy
 import logging
@@ -10,6 +11,7 @@ import torch
 
 from . import data as data_mod
 from . import models
+from .cli_gradual import add_gradual_parser
 from .pruning import DEFAULTS, METHODS, prune
 from .schedules import SCHEDULES
 from .writeback import save_pruned
@@ -123,7 +125,6 @@ def build_parser():
     d.set_defaults(method="chita++", n_rows=256, samples_per_row=4, stages=5)
     d.set_defaults(func=cmd_demo)
 
-    from .cli_gradual import add_gradual_parser  # imports this module: load it last
     add_gradual_parser(sub)
     return parser
 
