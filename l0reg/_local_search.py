@@ -84,6 +84,8 @@ class _GramColumns:
 # one product with A): enough to score every swap of a problem with a few
 # dozen columns, where one-coordinate estimates mislead most.
 _EXACT_SCORING_FLOPS = 1e6
+# Python-level cost of one exact refit, in flop equivalents (~50 µs).
+_REFIT_OVERHEAD_FLOPS = 1e5
 
 
 def swap_search(design, b, w, r, w_bar, nlam, *, max_swaps, tol, n_candidates=5):
@@ -104,7 +106,8 @@ def swap_search(design, b, w, r, w_bar, nlam, *, max_swaps, tol, n_candidates=5)
         return w, r, 0
     refit_cost = backsolve_cost(design.n, int(in_s.sum()))
     exact = refit_cost * n_candidates <= design.n * design.p + _EXACT_SCORING_FLOPS
-    n_candidates = int(np.clip(_EXACT_SCORING_FLOPS // refit_cost, n_candidates, design.p))
+    per_refit = refit_cost + _REFIT_OVERHEAD_FLOPS
+    n_candidates = int(np.clip(_EXACT_SCORING_FLOPS // per_refit, n_candidates, design.p))
     gain, value_j = np.empty(w.size), np.empty(w.size)
     gram = _GramColumns(design)
     n_swaps = 0
