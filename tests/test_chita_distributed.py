@@ -31,6 +31,7 @@ _SCRIPT = textwrap.dedent("""
     if dist.get_rank() == 0:
         assert all(torch.equal(g, w) for g in gathered), "ranks disagree"
         torch.save({"w": w, "nonzeros": report.nonzeros}, sys.argv[1])
+    dist.barrier()  # without it, gloo sometimes aborts at exit on the rank that tears down first
     dist.destroy_process_group()
 """)
 
