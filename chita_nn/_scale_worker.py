@@ -21,14 +21,14 @@ def read_block(path, n_rows, n_cols, dtype, scales=None):
 
 
 def solve_block(task):
-    """Solve one block: ``min ½‖A_B w̄_B − e − A_B w‖² + (nλ/2)‖w − w̄_B‖²`` s.t. ``‖w‖₀ ≤ k_B``.
+    """Solve one block: ``min ½‖A_B w̄_B − γe − A_B w‖² + (nλ/2)‖w − w̄_B‖²`` s.t. ``‖w‖₀ ≤ k_B``.
 
-    ``task`` holds ``path, n_rows, n_cols, dtype, scales, w_bar, k, w_init, gradient_term, lam, solver_options``;
+    ``task`` holds ``path, n_rows, n_cols, dtype, scales, w_bar, k, w_init, gradient (γ), lam, solver_options``;
     returns ``(w_B, keep_B, seconds)`` from :func:`chita_nn.blocks.solve_blocks`.
     """
     A = read_block(task["path"], task["n_rows"], task["n_cols"], task["dtype"], task["scales"])
     return solve_blocks(A, task["w_bar"], [(0, task["n_cols"], 0)], [task["k"]],
-                        gradient_term=task["gradient_term"], lam=task["lam"], w_init=task["w_init"],
+                        gradient=task["gradient"], lam=task["lam"], w_init=task["w_init"],
                         solver_options=task["solver_options"])
 
 

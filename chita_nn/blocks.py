@@ -1,12 +1,12 @@
 """Column blocks, budget allocation and the (block-diagonal) l0reg solves.
 
 With blocks ``B`` (column groups of ``A``) the Fisher ``AᵀA`` is approximated
-by its block diagonal.  Since ``½‖A(w̄ − w) − e‖² = ½‖A(w̄ − w)‖² − eᵀA(w̄ − w) + ½n``
+by its block diagonal.  Since ``½‖A(w̄ − w) − γe‖² = ½‖A(w̄ − w)‖² − γeᵀA(w̄ − w) + ½γ²n``
 and ``eᵀA(w̄ − w) = Σ_B eᵀA_B(w̄_B − w_B)``, the approximated problem splits into
 independent l0reg problems, one per block::
 
     min_{w_B} ½‖b_B − A_B w_B‖² + (nλ/2)‖w_B − w̄_B‖²   s.t. ‖w_B‖₀ ≤ k_B,
-    b_B = A_B w̄_B − e   (or A_B w̄_B without the gradient term),
+    b_B = A_B w̄_B − γ e   (γ = 1/m with the gradient term, 0 without),
 
 whose budgets ``k_B`` sum to ``k``.  The budgets come from a global (or
 per-layer) top-k of a screening score, by default the diagonal-Fisher
@@ -85,20 +85,31 @@ def allocate_budgets(blocks, scores, k=None, per_layer=None):
     return budgets, keep
 
 
-def rhs(A, w_bar, gradient_term=True):
-    """``b = A w̄ − e`` (or ``A w̄``), in float64."""
+def gradient_weight(gradient_term, samples_per_row):
+    """Weight ``γ`` of the gradient term in ``b = A w̄ − γ e``: ``1/m`` with the term, else 0.
+
+    A row that averages the gradients of ``m`` samples has covariance ≈ ``F/m`` (``F`` the per-sample
+    Fisher), so the loss model ``gᵀd + ½ dᵀF d`` (``d = w − w̄``, ``g = Aᵀe/n``) becomes, times ``n/m``,
+    ``½‖A d‖² + (1/m) eᵀA d = ½‖A d + e/m‖² + const``: with ``γ = 1`` instead, the step along
+    ``−F⁻¹g`` would be ``m`` times too long.
+    """
+    return 1.0 / samples_per_row if gradient_term else 0.0
+
+
+def rhs(A, w_bar, gradient=0.0):
+    """``b = A w̄ − γ e`` in float64, ``γ = gradient`` (see :func:`gradient_weight`)."""
     b = A @ w_bar.astype(A.dtype)
     b = b.astype(np.float64)
-    if gradient_term:
-        b -= 1.0
+    b -= gradient
     return b
 
 
-def solve_blocks(A, w_bar, blocks, budgets, *, gradient_term=True, lam=0.0, w_init=None,
+def solve_blocks(A, w_bar, blocks, budgets, *, gradient=0.0, lam=0.0, w_init=None,
                  solver_options=None):
     """Solve one l0reg problem per block on the column slices ``A[:, s:e]`` (no copy).
 
-    ``w_init`` (e.g. the screening solution) warm-starts every block.  Returns
+    ``gradient`` is the weight ``γ`` of ``b = A w̄ − γ e``; ``w_init`` (e.g. the screening solution)
+    warm-starts every block.  Returns
     ``(w, keep, seconds)``: ``w`` in float64 and the boolean support ``keep``
     with exactly ``Σ k_B`` entries (a block whose solution has fewer nonzeros
     is topped up with its largest ``|w̄_j|``).
@@ -112,7 +123,7 @@ def solve_blocks(A, w_bar, blocks, budgets, *, gradient_term=True, lam=0.0, w_in
             continue
         A_B, wb_B = A[:, start:end], w_bar[start:end]
         init = None if w_init is None else w_init[start:end]
-        result = l0reg.solve(A_B, rhs(A_B, wb_B, gradient_term), int(k_block), lam=lam, w_bar=wb_B,
+        result = l0reg.solve(A_B, rhs(A_B, wb_B, gradient), int(k_block), lam=lam, w_bar=wb_B,
                              w_init=init, **options)
         w[start:end] = result.coef
         block_keep = np.zeros(end - start, dtype=bool)

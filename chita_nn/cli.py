@@ -36,7 +36,7 @@ def load_problem(name, data_dir=None, seed=0, epochs=60, train_limit=None, test_
 def prune_options(args):
     """Keyword arguments of :func:`chita_nn.prune` from the parsed command line."""
     options = dict(method=args.method, n_rows=args.n_rows, samples_per_row=args.samples_per_row, lam=args.lam,
-                   n_stages=args.stages, schedule=args.schedule, scope=args.scope, seed=args.seed,
+                   n_stages=args.stages, hold_stages=args.hold_stages, schedule=args.schedule, scope=args.scope, seed=args.seed,
                    gradient_term=args.gradient_term)
     if args.block_size is not None:
         options["block_size"] = "layer" if args.block_size == "layer" else int(args.block_size)
@@ -50,11 +50,13 @@ def _add_prune_arguments(parser):
     parser.add_argument("--lam", type=float, default=None, help=f"ridge lambda (default {DEFAULTS['lam']})")
     parser.add_argument("--stages", type=int, default=None,
                         help=f"CHITA++ stages (default {DEFAULTS['n_stages']})")
+    parser.add_argument("--hold-stages", type=int, default=None,
+                        help="of these, stages at the target sparsity (default: stages // 5)")
     parser.add_argument("--schedule", choices=SCHEDULES, default="exponential")
     parser.add_argument("--scope", choices=("global", "layerwise"), default="global")
     parser.add_argument("--block-size", default=None, help="'layer' or an int: block-diagonal Fisher")
     parser.add_argument("--gradient-term", action=argparse.BooleanOptionalAction, default=None,
-                        help=f"b = A w - e instead of A w (default {DEFAULTS['gradient_term']})")
+                        help=f"b = A w - e/m instead of A w (default {DEFAULTS['gradient_term']})")
     parser.add_argument("--seed", type=int, default=0)
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .blocks import allocate_budgets
+from .blocks import allocate_budgets, gradient_weight
 from .data import as_tensors
 from .params import ParamLayout, select_parameters
 from .pruning import DEFAULTS
@@ -113,7 +113,8 @@ def distributed_block_prune(model, data, sparsity, *, n_rows, samples_per_row=1,
             _gather_block(local, full, b, owner, n_rows, world_size, rank, group)
         t0 = time.perf_counter()
         owned = [k if owner == rank else 0 for k, owner in zip(budgets, owners)]
-        w, keep, _ = solve_stored_blocks(full, w_bar, blocks, owned, keep0, lam=lam, gradient_term=gradient_term,
+        w, keep, _ = solve_stored_blocks(full, w_bar, blocks, owned, keep0, lam=lam,
+                                         gradient=gradient_weight(gradient_term, samples_per_row),
                                          solver_options=solver_options, workers=1, progress=False)
         t_solve = time.perf_counter() - t0
     w = torch.from_numpy(w * keep)

@@ -36,7 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import _scale_worker
-from .blocks import allocate_budgets, make_blocks
+from .blocks import allocate_budgets, gradient_weight, make_blocks
 from .data import as_tensors
 from .fisher import DEFAULT_MEMORY_FRACTION, available_memory_bytes, empirical_fisher
 from .params import ParamLayout, select_parameters
@@ -245,7 +245,7 @@ def block_list(layout, block_size):
     return make_blocks(layout.offsets, _check_int("block_size", block_size))
 
 
-def solve_stored_blocks(store, w_bar, blocks, budgets, keep0, *, lam, gradient_term, solver_options, workers,
+def solve_stored_blocks(store, w_bar, blocks, budgets, keep0, *, lam, gradient, solver_options, workers,
                         progress):
     """Solve every block of ``store`` with ``k_B > 0``, warm-started at ``w̄ ⊙ keep0``, in ``workers``
     processes; returns ``(w, keep, workers_peak_rss)`` (zero outside the solved blocks)."""
@@ -256,7 +256,8 @@ def solve_stored_blocks(store, w_bar, blocks, budgets, keep0, *, lam, gradient_t
     def task(b):
         start, end, _ = blocks[b]
         return dict(store.task(b), w_bar=w_bar[start:end], k=int(budgets[b]),
-                    w_init=w_bar[start:end] * keep0[start:end], gradient_term=gradient_term, lam=lam, solver_options=solver_options)
+                    w_init=w_bar[start:end] * keep0[start:end], gradient=gradient, lam=lam,
+                    solver_options=solver_options)
 
     def put(b, result):
         start, end, _ = blocks[b]
@@ -356,7 +357,8 @@ def block_prune(model, data, sparsity, *, n_rows, samples_per_row=1, lam=None, g
             k = int(np.floor((1.0 - sparsity) * p + 1e-9))
             budgets, keep0 = allocate_budgets(blocks, w_bar ** 2 * col_sq, k=k)
             w, keep, workers_peak = solve_stored_blocks(store, w_bar, blocks, budgets, keep0, lam=lam,
-                                           gradient_term=gradient_term, solver_options=solver_options,
+                                           gradient=gradient_weight(gradient_term, samples_per_row),
+                                           solver_options=solver_options,
                                            workers=workers, progress=progress)
 
     with _phase(phases, "write-back"):

@@ -11,7 +11,7 @@ from torch.nn.utils import prune as tprune
 
 import l0reg
 from chita_nn import pruning, writeback
-from chita_nn.blocks import make_blocks, rhs
+from chita_nn.blocks import gradient_weight, make_blocks, rhs
 from chita_nn.data import load_digits_data
 from chita_nn.fisher import empirical_fisher
 from chita_nn.models import evaluate, train_digits_mlp
@@ -151,11 +151,12 @@ def results_90(digits):
     params = select_parameters(model)
     w_bar = ParamLayout(params).gather()
     fisher = empirical_fisher(model, params, train, n_rows=200, samples_per_row=4, seed=123)
-    b = rhs(fisher.A, w_bar, pruning.DEFAULTS["gradient_term"])
+    b = rhs(fisher.A, w_bar, gradient_weight(pruning.DEFAULTS["gradient_term"], 4))
     out = {}
     for method in ("magnitude", "chita", "chita++"):
         pruned = copy.deepcopy(model)
-        report = prune(pruned, train, 0.9, method=method, n_rows=200, samples_per_row=4, n_stages=4)
+        report = prune(pruned, train, 0.9, method=method, n_rows=200, samples_per_row=4, n_stages=4,
+                       hold_stages=1)
         w = ParamLayout(select_parameters(pruned)).gather()
         out[method] = dict(objective=l0reg.objective(fisher.A, b, w, lam=pruning.DEFAULTS["lam"], w_bar=w_bar),
                            report=report, **evaluate(pruned, test))
@@ -167,6 +168,27 @@ def test_chita_beats_magnitude_at_90(results_90):
     assert chita["objective"] < mp["objective"]
     assert chita["report"].objective_final < chita["report"].objective_start
     assert chita["loss"] < mp["loss"]
+
+
+def test_gradient_term_is_the_first_order_term_of_the_loss_model(digits):
+    """F(w) − F(w̄) = ½‖A d‖² + (n/m) gᵀd with g the mean gradient (= Aᵀe/n) and d = w − w̄."""
+    model, train, _ = digits
+    params = select_parameters(model)
+    w_bar = ParamLayout(params).gather().astype(np.float64)
+    A = empirical_fisher(model, params, train, n_rows=50, samples_per_row=8, seed=3).A.astype(np.float64)
+    d = np.random.default_rng(0).standard_normal(w_bar.size) * 1e-2
+    b = rhs(A, w_bar, gradient_weight(True, 8))
+    change = l0reg.objective(A, b, w_bar + d) - l0reg.objective(A, b, w_bar)
+    g = A.mean(axis=0)
+    assert change == pytest.approx(0.5 * np.sum((A @ d) ** 2) + 50 / 8 * g @ d, rel=1e-9)
+    assert rhs(A, w_bar, gradient_weight(False, 8)) == pytest.approx(A @ w_bar)
+
+
+def test_hold_stages_stay_at_the_target(model, digits):
+    report = prune(model, digits[1], 0.8, method="chita++", n_stages=4, hold_stages=2, **FAST)
+    sparsities = [stage.sparsity for stage in report.stages]
+    assert len(sparsities) == 4 and sparsities[0] < sparsities[1] == sparsities[2] == sparsities[3] == 0.8
+    assert report.settings["hold_stages"] == 2 and report.nonzeros == kept(model)
 
 
 def test_chita_plus_plus_at_least_as_good_as_chita(results_90):
@@ -212,7 +234,8 @@ def test_block_mode_budgets_sum_to_k(digits):
     (dict(sparsity=1.0), "sparsity"), (dict(sparsity=-0.1), "sparsity"), (dict(sparsity=float("nan")), "sparsity"),
     (dict(method="obs"), "method"), (dict(include=["nothing*"]), "no prunable parameters"),
     (dict(n_rows=10 ** 6), "too small"), (dict(scope="local"), "scope"), (dict(schedule="log"), "schedule"),
-    (dict(lam=-1.0), "lam"), (dict(block_size=0), "block_size")])
+    (dict(lam=-1.0), "lam"), (dict(block_size=0), "block_size"), (dict(n_stages=3, hold_stages=3), "hold_stages"),
+    (dict(hold_stages=-1), "hold_stages")])
 def test_bad_arguments_leave_model_untouched(model, digits, kwargs, message):
     before = state(model)
     args = dict(sparsity=0.9, **FAST) | kwargs

@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+import l0reg
+from chita_nn.blocks import gradient_weight, rhs
 from chita_nn.data import load_digits_data
+from chita_nn.fisher import empirical_fisher
 from chita_nn.imagenet_models import MobileNetV1, resnet50
 from chita_nn.models import train_digits_mlp
 from chita_nn.params import ParamLayout, select_parameters
-from chita_nn.pruning import prune
+from chita_nn.pruning import DEFAULTS, prune
 from chita_nn.scale import block_prune
 
 ROWS = dict(n_rows=50, samples_per_row=4, seed=1)
@@ -31,9 +34,11 @@ def test_block_mode_equals_in_memory_solve(digits, tmp_path, block_size):
     """One block (block_size=None) is the global CHITA solve; with blocks it is prune(block_size=...)."""
     model, train = digits
     expected, got = copy.deepcopy(model), copy.deepcopy(model)
-    prune(expected, train, 0.8, method="chita", line_search=False, block_size=block_size, **ROWS)
+    # without the gradient term the problem is well separated, so both paths give the same support
+    prune(expected, train, 0.8, method="chita", line_search=False, block_size=block_size, gradient_term=False,
+          **ROWS)
     report = block_prune(got, train, 0.8, block_size=block_size, store_dtype="float32", store_dir=tmp_path,
-                         chunk_rows=16, **ROWS)
+                         chunk_rows=16, gradient_term=False, **ROWS)
     w_expected, w_got = weights(expected), weights(got)
     assert np.array_equal(w_expected != 0, w_got != 0)
     assert np.allclose(w_got, w_expected, atol=1e-5)
@@ -41,6 +46,25 @@ def test_block_mode_equals_in_memory_solve(digits, tmp_path, block_size):
     assert report.prune.nonzeros == int(np.floor(0.2 * w_got.size + 1e-9))
     assert set(report.phases) == {"plan", "gradients", "solve", "write-back"}
     assert list(tmp_path.iterdir()) == []  # block files removed
+
+
+def test_block_mode_gradient_term_solves_the_same_problem(digits):
+    """With b = A w̄ − e/m both paths reach the same objective (their float rounding differs, and so may a few
+    near-tied support entries)."""
+    model, train = digits
+    expected, got = copy.deepcopy(model), copy.deepcopy(model)
+    prune(expected, train, 0.8, method="chita", line_search=False, gradient_term=True, **ROWS)
+    block_prune(got, train, 0.8, store_dtype="float32", chunk_rows=16, gradient_term=True, **ROWS)
+    params = select_parameters(model)
+    w_bar = ParamLayout(params).gather().astype(np.float64)
+    A = empirical_fisher(model, params, train, n_rows=ROWS["n_rows"], samples_per_row=ROWS["samples_per_row"],
+                         seed=ROWS["seed"]).A
+    b = rhs(A, w_bar, gradient_weight(True, ROWS["samples_per_row"]))
+    lam = DEFAULTS["lam"]
+    values = [l0reg.objective(A, b, weights(m), lam=lam, w_bar=w_bar) for m in (expected, got)]
+    start = l0reg.objective(A, b, w_bar * (weights(expected) != 0), lam=lam, w_bar=w_bar)
+    assert values[1] == pytest.approx(values[0], rel=1e-3) and max(values) < 0.5 * start
+    assert np.mean((weights(expected) != 0) == (weights(got) != 0)) > 0.99
 
 
 def test_float16_store_is_close_to_float32(digits):
