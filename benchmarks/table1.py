@@ -90,6 +90,11 @@ def markdown(results):
                 row.append("" if cell is None else f"{cell['accuracy']:.2f}{paper} [{cell['seconds']:.0f}s]")
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
+        for m in methods:
+            cells = [c for c in entry["cells"] if c["method"] == m]
+            settings = ", ".join(f"{key}={value}" for key, value in cells[0]["settings"].items())
+            lines.append(f"- {LABELS[m]}: sweep {sum(c['seconds'] for c in cells):.0f} s; {settings}")
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -8,19 +8,15 @@ On S, with ``d = w_S − w̄_S`` and ``r̄ = b − A_S w̄_S``, the problem is
   an n × n system, so the cost is O(n²|S|) instead of O(|S|³).
 
 Gram matrices are accumulated in float64 over column blocks of ``A_S``, so a
-float32 ``A`` is never upcast as a whole. With λ = 0 and a singular system the
+float32 ``A`` is never upcast as a whole; ``A_S A_Sᵀ`` comes from
+:meth:`Design.row_gram`, which updates the previous refit's product when the
+support changed little. With λ = 0 and a singular system the
 minimum-norm least-squares solution is returned.
 """
 import numpy as np
 import scipy.linalg
 
 _BLOCK = 2048
-
-
-def _column_blocks(design, support):
-    for lo in range(0, support.size, _BLOCK):
-        idx = support[lo:lo + _BLOCK]
-        yield lo, idx, design.A[:, idx].astype(np.float64)
 
 
 def _row_blocks(design, support):
@@ -59,13 +55,11 @@ def ridge_on_support(design, b, support, w_bar, nlam):
         G[np.diag_indices_from(G)] += nlam
         d = _solve_psd(G, rhs)
     else:
-        K = np.zeros((n, n))
-        for _, _, blk in _column_blocks(design, support):
-            K += blk @ blk.T
+        K = design.row_gram(support).copy()
         K[np.diag_indices_from(K)] += nlam
         y = _solve_psd(K, rbar)
         d = np.empty(support.size)
-        for lo, idx, blk in _column_blocks(design, support):
+        for lo, idx, blk in design.column_blocks(support):
             d[lo:lo + idx.size] = blk.T @ y
     w[support] = w_bar[support] + d
     return w

@@ -30,6 +30,7 @@ class Design:
         self.n, self.p = A.shape
         self.fortran = bool(A.flags.f_contiguous) and not (A.flags.c_contiguous and self.n > 1)
         self._col_sq = None
+        self._row_gram = None  # (support mask, A_S A_Sᵀ) of the last row_gram call
 
     @property
     def nbytes(self):
@@ -82,6 +83,38 @@ class Design:
         for lo in range(0, len(idx), 256):  # blocks keep the temporaries small
             out[:, lo:lo + 256] = self.A[:, idx[lo:lo + 256]]
         return out
+
+    def row_gram(self, support):
+        """``A_S A_Sᵀ`` (n × n, float64, accumulated over column blocks of ``A_S``).
+
+        The last result is kept: when fewer columns differ from its support than ``S`` has, the product is
+        updated by adding and subtracting the changed columns' outer products (successive refits of a
+        solver differ in a few columns). Callers must not modify the returned array.
+        """
+        mask = np.zeros(self.p, dtype=bool)
+        mask[support] = True
+        if self._row_gram is not None:
+            previous, K = self._row_gram
+            added, removed = np.flatnonzero(mask & ~previous), np.flatnonzero(previous & ~mask)
+            if added.size + removed.size < len(support):
+                K = K + self._outer(added) - self._outer(removed)
+                self._row_gram = (mask, K)
+                return K
+        K = self._outer(np.asarray(support, dtype=np.int64))
+        self._row_gram = (mask, K)
+        return K
+
+    def column_blocks(self, support, size=2048):
+        """``(offset, idx, A[:, idx] as float64)`` over consecutive chunks ``idx`` of ``support``."""
+        for lo in range(0, len(support), size):
+            idx = support[lo:lo + size]
+            yield lo, idx, self.A[:, idx].astype(np.float64)
+
+    def _outer(self, idx):
+        K = np.zeros((self.n, self.n))
+        for _, _, blk in self.column_blocks(idx):
+            K += blk @ blk.T
+        return K
 
     def col_sq(self):
         """``‖a_j‖²`` for every column (computed once, cached)."""

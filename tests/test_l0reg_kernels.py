@@ -118,6 +118,29 @@ def test_backsolve_matches_normal_equations(n, size, lam):
     assert np.count_nonzero(np.delete(w, support)) == 0
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_row_gram_updates_equal_the_direct_product(order):
+    rng = np.random.default_rng(2)
+    A = np.asarray(rng.standard_normal((30, 500), dtype=np.float32), order=order)
+    design = Design(A)
+    A64 = A.astype(np.float64)
+    support = np.sort(rng.choice(500, 200, replace=False))
+    steps = [support, np.union1d(support[5:], [s for s in range(500) if s not in support][:7]),  # small change
+             np.arange(0, 500, 3), np.arange(300)]  # large changes: recomputed
+    for S in steps:
+        K = design.row_gram(S)
+        np.testing.assert_allclose(K, A64[:, S] @ A64[:, S].T, rtol=1e-10, atol=1e-9)
+    # the refit built on it still matches the normal equations after an update (float64: exact products)
+    b, w_bar = rng.standard_normal(30), rng.standard_normal(500)
+    S = steps[1]
+    design = Design(np.asarray(A64, order=order))
+    ridge_on_support(design, b, steps[0], w_bar, 3.0)
+    w = ridge_on_support(design, b, S, w_bar, 3.0)
+    As = A64[:, S]
+    expected = np.linalg.solve(As.T @ As + 3.0 * np.eye(S.size), As.T @ b + 3.0 * w_bar[S])
+    np.testing.assert_allclose(w[S], expected, rtol=1e-7, atol=1e-8)
+
+
 def test_coordinate_descent_converges_to_the_backsolve():
     A, b, k, lam, w_bar = _problem(3)
     n = A.shape[0]
