@@ -57,7 +57,7 @@ DEFAULTS = {
     "samples_per_row": 16,
     "lam": 1e-3,
     "gradient_term": True,
-    "n_stages": 15,  # hold_stages defaults to n_stages // 5
+    "n_stages": 15,  # hold_stages defaults to n_stages // 5 (with the gradient term)
     "line_search": (0.0, 0.25, 0.5, 0.75, 1.0),
     "loss_samples": 5000,
     # The solver's swap/greedy phase is for small best-subset problems; on Fisher problems it did not lower
@@ -188,7 +188,8 @@ def prune(model, data, sparsity, *, method="chita++", n_rows=None, samples_per_r
     n_stages, hold_stages : int
         CHITA++ stages (ignored by CHITA, which is one stage): the sparsity rises over the first
         ``n_stages − hold_stages`` along ``schedule`` (:func:`sparsity_schedule`) and stays at ``sparsity``
-        for the last ``hold_stages`` (default ``n_stages // 5``).
+        for the last ``hold_stages`` (default ``n_stages // 5`` with the gradient term, else 0: without it
+        ``w̄`` already solves a stage whose sparsity did not change).
     scope : {"global", "layerwise"}
     block_size : None, "layer" or int
         ``None``: one problem over all ``p`` weights (global scope); ``"layer"``: one block per layer;
@@ -233,7 +234,8 @@ def prune(model, data, sparsity, *, method="chita++", n_rows=None, samples_per_r
     if not lam >= 0.0:
         raise ValueError(f"lam must be >= 0, got {lam!r}")
     n_stages = _check_positive_int("n_stages", DEFAULTS["n_stages"] if n_stages is None else n_stages)
-    hold_stages = n_stages // 5 if hold_stages is None else hold_stages
+    if hold_stages is None:  # without the gradient term a stage at an unchanged sparsity has nothing to do
+        hold_stages = n_stages // 5 if gradient_term else 0
     if (isinstance(hold_stages, bool) or not isinstance(hold_stages, numbers.Integral)
             or not 0 <= hold_stages < n_stages):
         raise ValueError(f"hold_stages must be an integer in [0, n_stages={n_stages}), got {hold_stages!r}")

@@ -189,6 +189,10 @@ def test_hold_stages_stay_at_the_target(model, digits):
     sparsities = [stage.sparsity for stage in report.stages]
     assert len(sparsities) == 4 and sparsities[0] < sparsities[1] == sparsities[2] == sparsities[3] == 0.8
     assert report.settings["hold_stages"] == 2 and report.nonzeros == kept(model)
+    # default: n_stages // 5 with the gradient term, none without it (such a stage would keep w̄)
+    assert prune(copy.deepcopy(model), digits[1], 0.9, n_stages=5, **FAST).settings["hold_stages"] == 1
+    plain = prune(copy.deepcopy(model), digits[1], 0.9, n_stages=5, gradient_term=False, **FAST)
+    assert plain.settings["hold_stages"] == 0 and len({stage.sparsity for stage in plain.stages}) == 5
 
 
 def test_chita_plus_plus_at_least_as_good_as_chita(results_90):
