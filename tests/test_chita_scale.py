@@ -41,7 +41,8 @@ def test_block_mode_equals_in_memory_solve(digits, tmp_path, block_size):
                          chunk_rows=16, gradient_term=False, **ROWS)
     w_expected, w_got = weights(expected), weights(got)
     assert np.array_equal(w_expected != 0, w_got != 0)
-    assert np.allclose(w_got, w_expected, atol=1e-5)
+    # float32 rows batched differently round differently; the refit amplifies that by its condition number
+    assert np.abs(w_got - w_expected).max() < 1e-4, np.abs(w_got - w_expected).max()
     assert torch.equal(got.fc1.weight_mask, expected.fc1.weight_mask)
     assert report.prune.nonzeros == int(np.floor(0.2 * w_got.size + 1e-9))
     assert set(report.phases) == {"plan", "gradients", "solve", "write-back"}
