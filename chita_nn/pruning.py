@@ -145,25 +145,15 @@ def _per_sample_cross_entropy(output, target):
 
 
 class _LossProbe:
-    """Training loss of the working model on a fixed subset, for the per-stage line search.
+    """Training loss of the working model on a fixed subset, for the per-stage line search."""
 
-    With ``batchnorm`` the BatchNorm statistics are re-estimated on that subset first, so that candidates are
-    compared as they will be used when the pruned model's statistics are recomputed.
-    """
-
-    def __init__(self, model, data, n, loss_fn, seed, batchnorm=False):
+    def __init__(self, model, data, n, loss_fn, seed):
         X, y = as_tensors(data, "data")
         idx = torch.randperm(len(X), generator=torch.Generator().manual_seed(seed + 7919))[:n]
-        self.X, self.y, self.model, self.loss_fn, self.batchnorm = X[idx], y[idx], model, loss_fn, batchnorm
-
-    def prepare(self):
-        """Re-estimate the BatchNorm statistics of the current weights (if ``batchnorm``)."""
-        if self.batchnorm:
-            _recompute_batchnorm(self.model, (self.X, self.y))
+        self.X, self.y, self.model, self.loss_fn = X[idx], y[idx], model, loss_fn
 
     @torch.no_grad()
     def __call__(self, batch_size=1000):
-        self.prepare()
         device = model_device(self.model)
         total = 0.0
         with eval_mode(self.model):
@@ -214,8 +204,7 @@ def prune(model, data, sparsity, *, method="chita++", n_rows=None, samples_per_r
     mask : bool
         Install ``torch.nn.utils.prune`` masks (True) or write zeros into the weights.
     recompute_batchnorm : dataset or None
-        Re-estimate BatchNorm statistics on it after pruning; the step search then re-estimates them (on its
-        ``loss_samples``) for every candidate, and later stages see the re-estimated statistics.
+        Re-estimate BatchNorm statistics on it after pruning.
     """
     t_start = time.perf_counter()
     _check_choice("method", method, METHODS)
@@ -273,8 +262,7 @@ def prune(model, data, sparsity, *, method="chita++", n_rows=None, samples_per_r
     else:
         blocks = make_blocks(slices, None if block_size in (None, "layer") else block_size)
     n_probe = min(len(X), DEFAULTS["loss_samples"] if loss_samples is None else loss_samples)
-    probe = _LossProbe(work, data, n_probe, loss_fn or _per_sample_cross_entropy, seed,
-                       batchnorm=recompute_batchnorm is not None) if steps else None
+    probe = _LossProbe(work, data, n_probe, loss_fn or _per_sample_cross_entropy, seed) if steps else None
     report = PruneReport(method, sparsity, settings=dict(
         n_rows=n_rows, samples_per_row=samples_per_row, lam=lam, gradient_term=gradient_term,
         n_stages=len(stages), hold_stages=hold_stages, schedule=schedule, scope=scope, block_size=block_size,
@@ -337,5 +325,4 @@ def _line_search(work_params, work_layout, probe, w_bar, w_star, keep, magnitude
             best = (loss, alpha, vec, support)
     stage.train_loss, stage.step, w, keep = best
     put(w, keep)
-    probe.prepare()  # the next stage's Fisher sees the statistics of the chosen weights
     return w, keep
