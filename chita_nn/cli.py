@@ -36,8 +36,8 @@ def load_problem(name, data_dir=None, seed=0, epochs=60, train_limit=None, test_
 def prune_options(args):
     """Keyword arguments of :func:`chita_nn.prune` from the parsed command line."""
     options = dict(method=args.method, n_rows=args.n_rows, samples_per_row=args.samples_per_row, lam=args.lam,
-                   n_stages=args.stages, hold_stages=args.hold_stages, schedule=args.schedule, scope=args.scope, seed=args.seed,
-                   gradient_term=args.gradient_term)
+                   n_stages=args.stages, hold_stages=args.hold_stages, schedule=args.schedule, scope=args.scope,
+                   seed=args.seed, gradient_term=args.gradient_term)
     if args.block_size is not None:
         options["block_size"] = "layer" if args.block_size == "layer" else int(args.block_size)
     return options

@@ -7,7 +7,8 @@ empirical Fisher is ``F = AᵀA / n_rows`` and the mean gradient is ``g = Aᵀ1 
 Per-sample gradients are computed without a Python loop over samples: for ``nn.Linear``
 ``∇_W ℓ_s = δ_sᵀ x_s`` (summed over any extra input dims) and for ``nn.Conv2d``
 ``∇_W ℓ_s = δ_s · unfold(x_s)ᵀ`` (summed over a row's samples as a grouped convolution's weight
-gradient), where ``x_s`` is the layer input and ``δ_s = ∂ℓ/∂(layer output)`` of sample ``s``. Other parameters use one autograd backward per row.
+gradient), where ``x_s`` is the layer input and ``δ_s = ∂ℓ/∂(layer output)`` of sample ``s``. Other
+parameters use one autograd backward per row.
 """
 import functools
 import itertools

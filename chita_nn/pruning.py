@@ -164,8 +164,8 @@ class _LossProbe:
 
 
 def prune(model, data, sparsity, *, method="chita++", n_rows=None, samples_per_row=None, lam=None,
-          gradient_term=None, n_stages=None, hold_stages=None, schedule="exponential", scope="global", block_size=None,
-          score="fisher", line_search=None, loss_samples=None, loss_fn=None, solver_options=None,
+          gradient_term=None, n_stages=None, hold_stages=None, schedule="exponential", scope="global",
+          block_size=None, score="fisher", line_search=None, loss_samples=None, loss_fn=None, solver_options=None,
           module_types=(nn.Linear, nn.Conv2d), include=None, exclude=None, mask=True,
           recompute_batchnorm=None, max_bytes=None, seed=0, progress=False):
     """Prune ``model`` in place to ``sparsity`` and return a :class:`PruneReport`.
@@ -231,6 +231,7 @@ def prune(model, data, sparsity, *, method="chita++", n_rows=None, samples_per_r
                          f"> {len(X)} samples; lower n_rows or samples_per_row")
     lam = float(DEFAULTS["lam"] if lam is None else lam)
     gradient_term = bool(DEFAULTS["gradient_term"] if gradient_term is None else gradient_term)
+    gradient = gradient_weight(gradient_term, samples_per_row)
     if not lam >= 0.0:
         raise ValueError(f"lam must be >= 0, got {lam!r}")
     n_stages = _check_positive_int("n_stages", DEFAULTS["n_stages"] if n_stages is None else n_stages)
@@ -279,7 +280,6 @@ def prune(model, data, sparsity, *, method="chita++", n_rows=None, samples_per_r
             budgets, keep0 = allocate_budgets(blocks, scores, k=_budget(s_t, p))
         else:
             budgets, keep0 = allocate_budgets(blocks, scores, per_layer=layer_budgets(slices, s_t))
-        gradient = gradient_weight(gradient_term, samples_per_row)
         b = rhs(A, w, gradient)
         w0 = w * keep0
         keep_mp = magnitude_keep(w, slices, s_t, scope)

@@ -16,14 +16,6 @@ minimum-norm least-squares solution is returned.
 import numpy as np
 import scipy.linalg
 
-_BLOCK = 2048
-
-
-def _row_blocks(design, support):
-    for lo in range(0, design.n, _BLOCK):
-        yield lo, design.A[lo:lo + _BLOCK, support].astype(np.float64)
-
-
 def _solve_psd(K, rhs):
     try:
         factor = scipy.linalg.cho_factor(K, lower=True, check_finite=False)
@@ -49,7 +41,7 @@ def ridge_on_support(design, b, support, w_bar, nlam):
     if support.size <= n:
         G = np.zeros((support.size, support.size))
         rhs = np.zeros(support.size)
-        for lo, blk in _row_blocks(design, support):
+        for lo, blk in design.row_blocks(support):
             G += blk.T @ blk
             rhs += blk.T @ rbar[lo:lo + blk.shape[0]]
         G[np.diag_indices_from(G)] += nlam

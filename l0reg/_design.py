@@ -20,6 +20,8 @@ _FEW_COLUMNS = 32
 # Restricted transposed products with fewer multiply-adds than this run on one
 # thread (thread start-up costs more than small products).
 _PARALLEL_MIN_WORK = 1 << 18
+# Rows or columns converted to float64 at a time by the Gram products (bounded temporaries).
+_BLOCK = 2048
 
 
 class Design:
@@ -104,11 +106,16 @@ class Design:
         self._row_gram = (mask, K)
         return K
 
-    def column_blocks(self, support, size=2048):
+    def column_blocks(self, support):
         """``(offset, idx, A[:, idx] as float64)`` over consecutive chunks ``idx`` of ``support``."""
-        for lo in range(0, len(support), size):
-            idx = support[lo:lo + size]
+        for lo in range(0, len(support), _BLOCK):
+            idx = support[lo:lo + _BLOCK]
             yield lo, idx, self.A[:, idx].astype(np.float64)
+
+    def row_blocks(self, support):
+        """``(offset, A[rows, support] as float64)`` over consecutive chunks of rows."""
+        for lo in range(0, self.n, _BLOCK):
+            yield lo, self.A[lo:lo + _BLOCK, support].astype(np.float64)
 
     def _outer(self, idx):
         K = np.zeros((self.n, self.n))
