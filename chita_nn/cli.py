@@ -12,6 +12,7 @@ import torch
 from . import data as data_mod
 from . import models
 from .cli_gradual import add_gradual_parser
+from .blocks import SCORES
 from .pruning import DEFAULTS, METHODS, prune
 from .schedules import SCHEDULES
 from .writeback import save_pruned
@@ -37,7 +38,7 @@ def prune_options(args):
     """Keyword arguments of :func:`chita_nn.prune` from the parsed command line."""
     options = dict(method=args.method, n_rows=args.n_rows, samples_per_row=args.samples_per_row, lam=args.lam,
                    n_stages=args.stages, hold_stages=args.hold_stages, schedule=args.schedule, scope=args.scope,
-                   seed=args.seed, gradient_term=args.gradient_term)
+                   seed=args.seed, gradient_term=args.gradient_term, score=args.score, exclude=args.exclude)
     if args.block_size is not None:
         options["block_size"] = "layer" if args.block_size == "layer" else int(args.block_size)
     return options
@@ -57,6 +58,10 @@ def _add_prune_arguments(parser):
     parser.add_argument("--block-size", default=None, help="'layer' or an int: block-diagonal Fisher")
     parser.add_argument("--gradient-term", action=argparse.BooleanOptionalAction, default=None,
                         help=f"b = A w - e/m instead of A w (default {DEFAULTS['gradient_term']})")
+    parser.add_argument("--score", choices=SCORES, default="fisher",
+                        help="screening score that sets the block budgets and the solver's start")
+    parser.add_argument("--exclude", nargs="+", default=None, metavar="PATTERN",
+                        help="parameter names not to prune (fnmatch), e.g. '*downsample*'")
     parser.add_argument("--seed", type=int, default=0)
 
 

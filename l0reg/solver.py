@@ -25,6 +25,7 @@ from ._iht import gradient, iht, jacobi_scale
 from ._linesearch import line_search
 from ._local_search import objective_from_residual, refit_support, swap_search
 from ._result import SolveResult
+from ._threads import blas_threads_for
 from ._validation import check_nonnegative, check_positive_int, check_problem, check_vector
 from .projection import Projection, TopK
 
@@ -262,6 +263,12 @@ def solve(A, b, k, *, lam=0.0, w_bar=None, w_init=None, projection=None, max_ite
     SolveResult
     """
     A, b, k, lam, w_bar, w_init = check_problem(A, b, k, lam, w_bar, w_init)
+    with blas_threads_for(A.size):
+        return _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, swaps, backsolve)
+
+
+def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, swaps, backsolve):
+    """:func:`solve` after the problem's arrays are validated (and under its BLAS thread setting)."""
     max_iter = check_positive_int(max_iter, "max_iter")
     tol = check_nonnegative(tol, "tol")
     active_set = _check_choice(active_set, "active_set")

@@ -154,3 +154,19 @@ def test_coordinate_descent_converges_to_the_backsolve():
     assert objective_from_residual(r, w, w_bar, n * lam) < before
     np.testing.assert_allclose(w, exact, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(r, b - A @ w, atol=1e-8)
+
+
+def test_small_designs_run_on_one_blas_thread():
+    from threadpoolctl import threadpool_info
+
+    from l0reg._threads import SINGLE_THREAD_MAX_ENTRIES, blas_threads_for
+
+    def blas_threads():
+        return {info["filepath"]: info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+
+    before = blas_threads()
+    with blas_threads_for(1000 * 500):
+        assert set(blas_threads().values()) == {1}
+    assert blas_threads() == before
+    with blas_threads_for(SINGLE_THREAD_MAX_ENTRIES):
+        assert blas_threads() == before
