@@ -204,7 +204,9 @@ def prune(model, data, sparsity, *, method="chita++", n_rows=None, samples_per_r
     mask : bool
         Install ``torch.nn.utils.prune`` masks (True) or write zeros into the weights.
     recompute_batchnorm : dataset or None
-        Re-estimate BatchNorm statistics on it after pruning.
+        Re-estimate BatchNorm statistics on it after pruning.  Use inputs distributed like the training
+        inputs (augmentation included): the paper's ResNet20, trained with random crops and flips, drops from
+        91.43% to 88.51% when its statistics are re-estimated on un-augmented CIFAR-10 images.
     """
     t_start = time.perf_counter()
     _check_choice("method", method, METHODS)

@@ -132,6 +132,7 @@ def recompute_batchnorm(model, data, *, batch_size=500, n_batches=None, seed=0):
     (``momentum=None``) over ``n_batches`` shuffled batches (all by default),
     with only the BatchNorm modules in train mode; every module's mode and
     momentum are restored afterwards.  Returns the number of samples used.
+    ``data`` should look like the training inputs (augmentation included), see :func:`chita_nn.prune`.
     """
     bns = [m for m in model.modules() if isinstance(m, _BN_TYPES) and m.track_running_stats]
     if not bns:

@@ -28,6 +28,19 @@ def test_prune_digits_saves_model_and_report(tmp_path, capsys):
                                                         (model.fc1, model.fc2, model.fc3))) == report["nonzeros"]
 
 
+def test_prune_excludes_parameters_and_takes_the_score(tmp_path):
+    out = tmp_path / "run"
+    assert main(["prune", "--model", "digits", "--sparsity", "0.8", "--method", "chita", "--out", str(out),
+                 "--epochs", "5", "--block-size", "512", "--score", "magnitude", "--exclude", "fc3.*",
+                 *SMALL]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [layer["name"] for layer in report["layers"]] == ["fc1.weight", "fc2.weight"]
+    assert report["settings"]["score"] == "magnitude"
+    model = DigitsMLP()
+    load_pruned(model, out / "pruned.pt")
+    assert not hasattr(model.fc3, "weight_mask") and bool((model.fc3.weight != 0).all())
+
+
 def test_bad_sparsity_is_a_clean_error(tmp_path, capsys):
     assert main(["prune", "--model", "digits", "--sparsity", "1.5", "--out", str(tmp_path), "--epochs", "1",
                  *SMALL]) == 2
