@@ -104,6 +104,8 @@ def markdown(results):
                 row.append("" if cell is None else f"{cell['accuracy']:.2f}{paper} [{cell['seconds']:.0f}s]")
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
+        excluded = SELECTION.get(name, {}).get("exclude")
+        lines.append("- pruned: the Linear and Conv2d weights" + (f" except {excluded}" if excluded else ""))
         for m in methods:
             cells = [c for c in entry["cells"] if c["method"] == m]
             settings = ", ".join(f"{key}={value}" for key, value in cells[0]["settings"].items())
