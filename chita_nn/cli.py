@@ -11,8 +11,8 @@ import torch
 
 from . import data as data_mod
 from . import models
-from .cli_gradual import add_gradual_parser
 from .blocks import SCORES
+from .cli_gradual import add_gradual_parser
 from .pruning import DEFAULTS, METHODS, prune
 from .schedules import SCHEDULES
 from .writeback import save_pruned
