@@ -18,10 +18,10 @@ from pathlib import Path
 from _common import environment, report
 
 from chita_nn.cli import load_problem
-from chita_nn.data import load_cifar10, load_mnist
-from chita_nn.gradual import load_recipe, run_gradual
-from chita_nn.models import evaluate
-from chita_nn.pruning import prune
+from chita_nn.core.runtime import evaluate
+from chita_nn.methods.gradual import load_recipe, run_gradual
+from chita_nn.methods.oneshot import prune
+from chita_nn.zoo.datasets import load_cifar10, load_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL_TEST = {"mlpnet": load_mnist, "resnet20": load_cifar10}

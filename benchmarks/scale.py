@@ -14,8 +14,8 @@ import os
 import torch
 from _common import environment, report
 
-from chita_nn.imagenet_models import MobileNetV1, resnet50
-from chita_nn.scale import block_prune
+from chita_nn.methods.scale import block_prune
+from chita_nn.zoo.imagenet_models import MobileNetV1, resnet50
 
 MODELS = {"mobilenetv1": MobileNetV1, "resnet50": resnet50}
 GiB = 2 ** 30

@@ -15,9 +15,9 @@ import logging
 import os
 import time
 
-from chita_nn import models
 from chita_nn.cli import load_problem
-from chita_nn.pruning import METHODS, prune
+from chita_nn.core.runtime import evaluate
+from chita_nn.methods.oneshot import METHODS, prune
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LABELS = {"magnitude": "MP", "chita": "CHITA", "chita++": "CHITA++"}
@@ -44,7 +44,7 @@ PAPER = {
 #: with those excluded our MP matches the paper's MP column.
 SELECTION = {"mlpnet": {}, "resnet20": {"exclude": ["*downsample*"]}}
 
-#: Per-model settings of CHITA / CHITA++ on top of :data:`chita_nn.pruning.DEFAULTS`.  ResNet20: a
+#: Per-model settings of CHITA / CHITA++ on top of :data:`chita_nn.methods.oneshot.DEFAULTS`.  ResNet20: a
 #: block-diagonal Fisher of 500-weight blocks as in the paper's code, 1000 single-sample rows, block budgets
 #: from the magnitude ranking (CHITA 90.40 / 83.64 at 0.5 / 0.7 vs 89.39 / 82.14 with the Fisher score), no
 #: gradient term (with a block-diagonal Fisher each block's Newton step overshoots: the first CHITA++ stage's
@@ -59,7 +59,7 @@ MODEL_SETTINGS = {
 
 def run_model(name, args, results, save):
     model, train, test = load_problem(name, args.data_dir, test_limit=args.test_limit)
-    dense = models.evaluate(model, test)["accuracy"]
+    dense = evaluate(model, test)["accuracy"]
     entry = results.setdefault(name, {"dense": 100 * dense, "cells": []})
     settings = dict(MODEL_SETTINGS[name])
     if args.n_rows:
@@ -79,7 +79,7 @@ def run_model(name, args, results, save):
             kwargs = dict(SELECTION[name], **({} if method == "magnitude" else settings))
             report = prune(pruned, train, sparsity, method=method, recompute_batchnorm=bn, **kwargs)
             seconds = time.perf_counter() - t0
-            acc = 100 * models.evaluate(pruned, test)["accuracy"]
+            acc = 100 * evaluate(pruned, test)["accuracy"]
             paper = dict(zip(PAPER[name]["sparsities"], PAPER[name][method])).get(sparsity)
             entry["cells"].append(dict(method=method, sparsity=sparsity, accuracy=acc, paper=paper,
                                        seconds=seconds, recompute_bn=bn is not None,

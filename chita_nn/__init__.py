@@ -9,17 +9,31 @@ The main entry points::
 Pruned weights are written back with ``torch.nn.utils.prune`` masks
 (``weight_orig`` / ``weight_mask``), so ``prune.remove`` works as usual.
 """
-from .data import load_cifar10, load_digits_data, load_mnist, resolve_data_dir, subset
-from .distributed import distributed_block_prune
-from .fisher import FisherSample, empirical_fisher, fisher_nbytes
-from .gradual import GradualConfig, load_recipe, run_gradual
-from .models import DigitsMLP, MLPNet, ResNet20, evaluate, load_mlpnet, load_resnet20, train_digits_mlp
-from .params import ParamLayout, PrunableParam, select_parameters
-from .pruning import magnitude_prune, prune
-from .report import PruneReport
-from .scale import block_prune
-from .schedules import sparsity_schedule
-from .writeback import load_pruned, recompute_batchnorm, save_pruned
+from .core.fisher import FisherSample, empirical_fisher, fisher_nbytes
+from .core.params import ParamLayout, PrunableParam, select_parameters
+from .core.report import PruneReport
+from .core.runtime import evaluate
+from .core.writeback import load_pruned, recompute_batchnorm, save_pruned
+from .methods.distributed import distributed_block_prune
+from .methods.gradual import GradualConfig, load_recipe, run_gradual
+from .methods.oneshot import magnitude_prune, prune
+from .methods.scale import block_prune
+from .methods.schedules import sparsity_schedule
+from .zoo.datasets import (
+    load_cifar10,
+    load_digits_data,
+    load_mnist,
+    resolve_data_dir,
+    subset,
+)
+from .zoo.models import (
+    DigitsMLP,
+    MLPNet,
+    ResNet20,
+    load_mlpnet,
+    load_resnet20,
+    train_digits_mlp,
+)
 
 __all__ = [
     "DigitsMLP", "FisherSample", "GradualConfig", "block_prune", "distributed_block_prune", "load_recipe",

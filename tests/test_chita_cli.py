@@ -2,8 +2,8 @@
 import json
 
 from chita_nn.cli import main
-from chita_nn.models import DigitsMLP
-from chita_nn.writeback import load_pruned
+from chita_nn.core.writeback import load_pruned
+from chita_nn.zoo.models import DigitsMLP
 
 SMALL = ["--n-rows", "100", "--samples-per-row", "4", "--stages", "2"]
 

@@ -1,4 +1,4 @@
-"""Tests of chita_nn.data and chita_nn.models (real-data tests skip without the shared data folder)."""
+"""Tests of chita_nn.zoo.datasets and chita_nn.zoo.models (real-data tests skip without the shared data folder)."""
 import gzip
 import struct
 
@@ -8,12 +8,25 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from chita_nn.data import (
-    DATA_DIR_ENV, load_cifar10, load_digits_data, load_mnist, resolve_data_dir, subset)
-from chita_nn.fisher import empirical_fisher
-from chita_nn.models import (
-    DigitsMLP, MLPNet, ResNet20, eval_mode, evaluate, load_mlpnet, load_resnet20, train_digits_mlp)
-from chita_nn.params import select_parameters
+from chita_nn.core.fisher import empirical_fisher
+from chita_nn.core.params import select_parameters
+from chita_nn.core.runtime import eval_mode, evaluate
+from chita_nn.zoo.datasets import (
+    DATA_DIR_ENV,
+    load_cifar10,
+    load_digits_data,
+    load_mnist,
+    resolve_data_dir,
+    subset,
+)
+from chita_nn.zoo.models import (
+    DigitsMLP,
+    MLPNet,
+    ResNet20,
+    load_mlpnet,
+    load_resnet20,
+    train_digits_mlp,
+)
 
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 CIFAR_TRAIN_COUNTS = [2491, 2518, 2515, 2522, 2490, 2411, 2537, 2530, 2507, 2479]

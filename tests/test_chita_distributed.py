@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from chita_nn.distributed import assign_blocks
+from chita_nn.methods.distributed import assign_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 
 _SCRIPT = textwrap.dedent("""
     import sys, torch, torch.distributed as dist
     torch.set_num_threads(1)
-    from chita_nn.data import load_digits_data
-    from chita_nn.distributed import distributed_block_prune
-    from chita_nn.models import train_digits_mlp
-    from chita_nn.params import ParamLayout, select_parameters
+    from chita_nn.zoo.datasets import load_digits_data
+    from chita_nn.methods.distributed import distributed_block_prune
+    from chita_nn.zoo.models import train_digits_mlp
+    from chita_nn.core.params import ParamLayout, select_parameters
     dist.init_process_group("gloo")
     train, _ = load_digits_data(seed=0)
     model = train_digits_mlp(train, epochs=5, seed=0)

@@ -1,4 +1,4 @@
-"""Tests of chita_nn.params and chita_nn.fisher: rows must equal a plain one-row-at-a-time autograd loop."""
+"""Tests of chita_nn.core.params and chita_nn.core.fisher: rows must equal a plain one-row-at-a-time autograd loop."""
 import time
 
 import numpy as np
@@ -9,9 +9,10 @@ from torch import nn
 from torch.nn.utils import prune
 from torch.utils.data import TensorDataset
 
-from chita_nn.fisher import FisherSample, empirical_fisher, fisher_nbytes
-from chita_nn.models import MLPNet, eval_mode
-from chita_nn.params import ParamLayout, PrunableParam, select_parameters
+from chita_nn.core.fisher import FisherSample, empirical_fisher, fisher_nbytes
+from chita_nn.core.params import ParamLayout, PrunableParam, select_parameters
+from chita_nn.core.runtime import eval_mode
+from chita_nn.zoo.models import MLPNet
 
 ALL_TYPES = (nn.Linear, nn.Conv2d, nn.Bilinear)
 
@@ -198,7 +199,7 @@ def test_fisher_fallback_bilinear_and_grouped_conv(caplog):
     params = select_parameters(model, module_types=ALL_TYPES)
     assert [pp.name for pp in params] == ["fc.weight", "bil.weight", "head.weight"]
     data = _data((6,), 12, 3)
-    with caplog.at_level("INFO", logger="chita_nn.fisher"):
+    with caplog.at_level("INFO", logger="chita_nn.core.fisher"):
         fs = empirical_fisher(model, params, data, n_rows=6, samples_per_row=2, batch_size=4)
     assert "fallback" in caplog.text and "bil.weight" in caplog.text
     assert_rows_close(fs.A, reference_rows(model, params, *data.tensors, 2))

@@ -15,11 +15,17 @@ import numpy as np
 import pytest
 import torch
 
-from chita_nn import gradual
-from chita_nn.cli_gradual import add_gradual_parser
-from chita_nn.data import load_digits_data
-from chita_nn.gradual import CosineCycles, GradualConfig, atomic_torch_save, parse_recipe, run_gradual
-from chita_nn.models import train_digits_mlp
+from chita_nn.cli.gradual import add_gradual_parser
+from chita_nn.methods import gradual
+from chita_nn.methods.gradual import (
+    CosineCycles,
+    GradualConfig,
+    atomic_torch_save,
+    parse_recipe,
+    run_gradual,
+)
+from chita_nn.zoo.datasets import load_digits_data
+from chita_nn.zoo.models import train_digits_mlp
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST_PRUNE = dict(n_rows=50, samples_per_row=4, lam=1e-3, line_search=False)
@@ -112,9 +118,9 @@ def test_atomic_save_leaves_no_temporary_file(tmp_path):
 _CHILD = textwrap.dedent("""
     import sys, torch
     torch.set_num_threads(1)
-    from chita_nn.data import load_digits_data
-    from chita_nn.gradual import GradualConfig, run_gradual
-    from chita_nn.models import train_digits_mlp
+    from chita_nn.zoo.datasets import load_digits_data
+    from chita_nn.methods.gradual import GradualConfig, run_gradual
+    from chita_nn.zoo.models import train_digits_mlp
     train, test = load_digits_data(seed=0)
     model = train_digits_mlp(train, epochs=5, seed=0)
     config = GradualConfig(target_sparsity=0.8, initial_sparsity=0.5, epochs=6, prune_every=2, n_events=3,

@@ -10,15 +10,17 @@ from torch import nn
 from torch.nn.utils import prune as tprune
 
 import l0reg
-from chita_nn import pruning, writeback
-from chita_nn.blocks import gradient_weight, make_blocks, rhs
-from chita_nn.data import load_digits_data
-from chita_nn.fisher import empirical_fisher
-from chita_nn.models import evaluate, train_digits_mlp
-from chita_nn.params import ParamLayout, select_parameters
-from chita_nn.pruning import magnitude_prune, prune
-from chita_nn.report import PruneReport
-from chita_nn.schedules import sparsity_schedule
+from chita_nn.core import writeback
+from chita_nn.core.fisher import empirical_fisher
+from chita_nn.core.params import ParamLayout, select_parameters
+from chita_nn.core.report import PruneReport
+from chita_nn.core.runtime import evaluate
+from chita_nn.methods import oneshot as pruning
+from chita_nn.methods.blocks import gradient_weight, make_blocks, rhs
+from chita_nn.methods.oneshot import magnitude_prune, prune
+from chita_nn.methods.schedules import sparsity_schedule
+from chita_nn.zoo.datasets import load_digits_data
+from chita_nn.zoo.models import train_digits_mlp
 
 FAST = dict(n_rows=100, samples_per_row=4, lam=1e-3)
 

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 import l0reg
-from chita_nn.blocks import gradient_weight, rhs
-from chita_nn.data import load_digits_data
-from chita_nn.fisher import empirical_fisher
-from chita_nn.imagenet_models import MobileNetV1, resnet50
-from chita_nn.models import train_digits_mlp
-from chita_nn.params import ParamLayout, select_parameters
-from chita_nn.pruning import DEFAULTS, prune
-from chita_nn.scale import block_prune
+from chita_nn.core.fisher import empirical_fisher
+from chita_nn.core.params import ParamLayout, select_parameters
+from chita_nn.methods.blocks import gradient_weight, rhs
+from chita_nn.methods.oneshot import DEFAULTS, prune
+from chita_nn.methods.scale import block_prune
+from chita_nn.zoo.datasets import load_digits_data
+from chita_nn.zoo.imagenet_models import MobileNetV1, resnet50
+from chita_nn.zoo.models import train_digits_mlp
 
 ROWS = dict(n_rows=50, samples_per_row=4, seed=1)
 

@@ -1,4 +1,4 @@
-"""Block solves for :mod:`chita_nn.scale`, importable without torch (worker processes load only this).
+"""Block solves for :mod:`chita_nn.methods.scale`, importable without torch (worker processes load only this).
 
 A block ``A_B`` (``n × p_B``) lives in a row-major file, float32 or float16 with one scale per row:
 ``A_B[i, :] = scale_i · Q[i, :]``.
@@ -24,7 +24,7 @@ def solve_block(task):
     """Solve one block: ``min ½‖A_B w̄_B − γe − A_B w‖² + (nλ/2)‖w − w̄_B‖²`` s.t. ``‖w‖₀ ≤ k_B``.
 
     ``task`` holds ``path, n_rows, n_cols, dtype, scales, w_bar, k, w_init, gradient (γ), lam, solver_options``;
-    returns ``(w_B, keep_B, seconds)`` from :func:`chita_nn.blocks.solve_blocks`.
+    returns ``(w_B, keep_B, seconds)`` from :func:`chita_nn.methods.blocks.solve_blocks`.
     """
     A = read_block(task["path"], task["n_rows"], task["n_cols"], task["dtype"], task["scales"])
     return solve_blocks(A, task["w_bar"], [(0, task["n_cols"], 0)], [task["k"]],

@@ -1,5 +1,5 @@
 """Command line: ``chita-nn prune`` (prune a model, save it and its report), ``chita-nn demo`` and
-``chita-nn gradual`` (see ``cli_gradual``)."""
+``chita-nn gradual`` (see ``chita_nn.cli.gradual``)."""
 import argparse
 import copy
 import logging
@@ -9,13 +9,14 @@ import time
 
 import torch
 
-from . import data as data_mod
-from . import models
-from .blocks import SCORES
-from .cli_gradual import add_gradual_parser
-from .pruning import DEFAULTS, METHODS, prune
-from .schedules import SCHEDULES
-from .writeback import save_pruned
+from ..core.runtime import evaluate
+from ..core.writeback import save_pruned
+from ..methods.blocks import SCORES
+from ..methods.oneshot import DEFAULTS, METHODS, prune
+from ..methods.schedules import SCHEDULES
+from ..zoo import datasets as data_mod
+from ..zoo import models
+from .gradual import add_gradual_parser
 
 MODELS = ("digits", "mlpnet", "resnet20")
 
@@ -68,10 +69,10 @@ def _add_prune_arguments(parser):
 def cmd_prune(args):
     model, train, test = load_problem(args.model, args.data_dir, seed=args.seed, epochs=args.epochs,
                                       test_limit=args.test_limit)
-    before = models.evaluate(model, test)
+    before = evaluate(model, test)
     bn = train if (args.recompute_bn and args.method != "magnitude") or args.recompute_bn_all else None
     report = prune(model, train, args.sparsity, recompute_batchnorm=bn, progress=True, **prune_options(args))
-    after = models.evaluate(model, test)
+    after = evaluate(model, test)
     print(report)
     print(f"test accuracy: dense {100 * before['accuracy']:.2f}%  ->  pruned {100 * after['accuracy']:.2f}%  "
           f"(loss {before['loss']:.4f} -> {after['loss']:.4f})")
@@ -87,7 +88,7 @@ def cmd_prune(args):
 def cmd_demo(args):
     t0 = time.perf_counter()
     model, train, test = load_problem("digits", seed=args.seed, epochs=args.epochs)
-    dense = models.evaluate(model, test)["accuracy"]
+    dense = evaluate(model, test)["accuracy"]
     print(f"digits MLP trained in {time.perf_counter() - t0:.1f}s: dense test accuracy {100 * dense:.2f}%")
     print(f"{'sparsity':>8} " + " ".join(f"{m:>10}" for m in args.methods) + "   (test accuracy %)")
     for sparsity in args.sparsities:
@@ -95,7 +96,7 @@ def cmd_demo(args):
         for method in args.methods:
             pruned = copy.deepcopy(model)
             prune(pruned, train, sparsity, **{**prune_options(args), "method": method})
-            cells.append(f"{100 * models.evaluate(pruned, test)['accuracy']:>10.2f}")
+            cells.append(f"{100 * evaluate(pruned, test)['accuracy']:>10.2f}")
         print(f"{sparsity:>8.2f} " + " ".join(cells))
     print(f"total {time.perf_counter() - t0:.1f}s")
     return 0

@@ -1,12 +1,12 @@
 """Memory-bounded block-mode CHITA for networks whose Fisher matrix ``A`` (``n × p``) does not fit in memory.
 
-The Fisher is approximated by its block diagonal over column blocks ``B`` (see :mod:`chita_nn.blocks`), so only
+The Fisher is approximated by its block diagonal over column blocks ``B`` (see :mod:`chita_nn.methods.blocks`), so only
 one ``A_B`` (``n × p_B``) is ever needed in float32 at a time.  The pipeline:
 
 1. **plan**: bytes needed in RAM and in the block store are predicted; a ``MemoryError`` is raised before
    anything large is allocated if they exceed ``max_bytes`` (default 80% of the available memory) or the free
    space of the store folder;
-2. **gradients**: Fisher rows are computed ``chunk_rows`` at a time with :func:`chita_nn.fisher.empirical_fisher`
+2. **gradients**: Fisher rows are computed ``chunk_rows`` at a time with :func:`chita_nn.core.fisher.empirical_fisher`
    into a ``chunk_rows × p`` float32 buffer and streamed to one file per block, float16 with a per-row scale
    (``A_B[i] = s_i Q_B[i]``, ``s_i = max_j |A_B[i, j]|``) or float32; the column norms ``‖A_{:,j}‖²`` used by
    the screening score ``w̄_j² ‖A_{:,j}‖²`` are accumulated exactly on the way;
@@ -35,14 +35,18 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..core.batches import as_tensors
+from ..core.fisher import (
+    DEFAULT_MEMORY_FRACTION,
+    available_memory_bytes,
+    empirical_fisher,
+)
+from ..core.params import ParamLayout, select_parameters
+from ..core.report import LayerReport, PruneReport
+from ..core.writeback import write_weights_atomic
 from . import _scale_worker
 from .blocks import allocate_budgets, gradient_weight, make_blocks
-from .data import as_tensors
-from .fisher import DEFAULT_MEMORY_FRACTION, available_memory_bytes, empirical_fisher
-from .params import ParamLayout, select_parameters
-from .pruning import DEFAULTS
-from .report import LayerReport, PruneReport
-from .writeback import write_weights_atomic
+from .oneshot import DEFAULTS
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +185,7 @@ class BlockStore:
         return values, None if self.scales is None else self.scales[b]
 
     def task(self, b):
-        """Where block ``b`` is and how to decode it (for :func:`chita_nn._scale_worker.read_block`)."""
+        """Where block ``b`` is and how to decode it (for :func:`chita_nn.methods._scale_worker.read_block`)."""
         start, end, _ = self.blocks[b]
         return dict(path=str(self.paths[b]), n_rows=self.n_rows, n_cols=end - start, dtype=self.dtype.str,
                     scales=None if self.scales is None else self.scales[b])
@@ -239,7 +243,7 @@ def store_folder(store_dir):
 
 def block_list(layout, block_size):
     """``[(0, p, 0)]`` (one block: the global problem) for ``block_size=None``, else blocks of at most
-    ``block_size`` columns within each layer (:func:`chita_nn.blocks.make_blocks`)."""
+    ``block_size`` columns within each layer (:func:`chita_nn.methods.blocks.make_blocks`)."""
     if block_size is None:
         return [(0, layout.p, 0)]
     return make_blocks(layout.offsets, _check_int("block_size", block_size))
@@ -296,7 +300,7 @@ def block_prune(model, data, sparsity, *, n_rows, samples_per_row=1, lam=None, g
     chunk_rows : Fisher rows computed per forward/backward pass (the ``chunk_rows × p`` float32 buffer).
     store_dtype : {"float16", "float32"}; ``store_dir``: disk folder for the block files (default: RAM, under
         /dev/shm); ``max_bytes``: RAM budget (default 80% of the available memory).
-    lam, gradient_term, solver_options : as in :func:`chita_nn.pruning.prune` (defaults: its ``DEFAULTS``).
+    lam, gradient_term, solver_options : as in :func:`chita_nn.methods.oneshot.prune` (defaults: its ``DEFAULTS``).
     workers : processes solving blocks in parallel (``spawn`` start method: a script calling this with
         ``workers > 1`` needs the ``if __name__ == "__main__":`` guard).
     """

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from ..core.batches import as_tensors
+
 logger = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "CHITA_DATA_DIR"
@@ -51,18 +53,6 @@ def resolve_data_dir(data_dir=None):
         )
     return path
 
-
-def as_tensors(data, name="data"):
-    """Return ``(X, y)`` from a two-tensor ``TensorDataset`` or a tuple/list ``(X, y)`` of tensors."""
-    tensors = data.tensors if isinstance(data, TensorDataset) else data
-    if not (isinstance(tensors, (tuple, list)) and len(tensors) == 2
-            and all(isinstance(t, torch.Tensor) for t in tensors)):
-        raise TypeError(f"{name} must be a TensorDataset (X, y) or a tuple (X, y) of tensors, "
-                        f"got {type(data).__name__}")
-    X, y = tensors
-    if len(X) != len(y):
-        raise ValueError(f"{name}: X has {len(X)} samples but y has {len(y)}")
-    return X, y
 
 
 def _check_split(split, allowed):

@@ -3,12 +3,12 @@
 Registered as a subcommand of ``chita-nn`` by ``chita_nn.cli.build_parser``.
 """
 
-from .gradual import load_recipe, run_gradual
-from .models import evaluate
+from ..core.runtime import evaluate
+from ..methods.gradual import load_recipe, run_gradual
 
 
 def cmd_gradual(args):
-    from .cli import load_problem  # here, not at the top: cli.py imports this module
+    from . import load_problem  # here, not at the top: cli.py imports this module
 
     recipe = load_recipe(args.recipe)
     out = args.out or recipe.out

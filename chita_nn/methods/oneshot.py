@@ -9,7 +9,7 @@ the loss gradient on mini-batch ``i`` of ``m`` samples.  Keeping
     min_w ½‖b − A w‖² + (nλ/2)‖w − w̄‖²   s.t. ‖w‖₀ ≤ k,
     b = A w̄ − e/m  (gradient term, e = ones)   or   b = A w̄
 
-(:func:`chita_nn.blocks.gradient_weight` derives the ``1/m``).  With the
+(:func:`chita_nn.methods.blocks.gradient_weight` derives the ``1/m``).  With the
 gradient term the solution is a damped Newton step on the loss model as well
 as a pruning step.  CHITA solves it once; CHITA++ raises the sparsity over a
 schedule ``s_1 < … < s_T = s`` and at each stage recomputes ``A`` at the
@@ -32,16 +32,28 @@ from tqdm.auto import tqdm
 
 import l0reg
 
-from .blocks import (SCORES, allocate_budgets, gradient_weight, layer_budgets, make_blocks, rhs, screening_scores,
-                     solve_blocks)
-from .data import as_tensors
-from .fisher import empirical_fisher
-from .models import eval_mode, model_device
-from .params import ParamLayout, select_parameters
-from .report import LayerReport, PruneReport, StageReport
+from ..core.batches import as_tensors
+from ..core.fisher import empirical_fisher
+from ..core.params import ParamLayout, select_parameters
+from ..core.report import LayerReport, PruneReport, StageReport
+from ..core.runtime import eval_mode, model_device
+from ..core.writeback import recompute_batchnorm as _recompute_batchnorm
+from ..core.writeback import (
+    strip_reparametrization,
+    write_weights,
+    write_weights_atomic,
+)
+from .blocks import (
+    SCORES,
+    allocate_budgets,
+    gradient_weight,
+    layer_budgets,
+    make_blocks,
+    rhs,
+    screening_scores,
+    solve_blocks,
+)
 from .schedules import SCHEDULES, sparsity_schedule
-from .writeback import recompute_batchnorm as _recompute_batchnorm
-from .writeback import strip_reparametrization, write_weights, write_weights_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .data import as_tensors
-from .models import model_device
+from .batches import as_tensors
+from .runtime import model_device
 
 logger = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import as_tensors
-from .models import eval_mode, model_device
+from .batches import as_tensors
 from .params import ParamLayout
+from .runtime import eval_mode, model_device
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Events happen at the start of epochs ``0, E, 2E, …, (N−1)E`` with sparsities on the cubic ramp
 (Zhu & Gupta) ``s_i = s_T + (s_0 − s_T)(1 − i/(N−1))³``, ``i = 0 … N−1``.  Each event calls
-:func:`chita_nn.pruning.prune` on the current masked model (the solve is centred at the current weights), then
+:func:`chita_nn.methods.oneshot.prune` on the current masked model (the solve is centred at the current weights), then
 the momentum buffers are reset.  Between events the model is fine-tuned with SGD (momentum, weight decay) under
 a cosine learning rate restarted at each event,
 ``lr(t) = lr_min + ½(lr − lr_min)(1 + cos(π (t − t_i)/(t_{i+1} − t_i)))`` over the optimizer steps ``t`` of
@@ -33,12 +33,12 @@ import torch.nn.functional as F
 from torch.nn.utils import prune as torch_prune
 from tqdm.auto import tqdm
 
-from .data import as_tensors
-from .models import evaluate
-from .params import select_parameters
-from .pruning import METHODS, prune
+from ..core.batches import as_tensors
+from ..core.params import select_parameters
+from ..core.runtime import evaluate
+from ..core.writeback import is_reparametrized, refresh_effective_weights, save_pruned
+from .oneshot import METHODS, prune
 from .schedules import sparsity_schedule
-from .writeback import is_reparametrized, refresh_effective_weights, save_pruned
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ _SELECTION_KEYS = ("module_types", "include", "exclude")
 class GradualConfig:
     """A gradual pruning run (see the module docstring for the schedules).
 
-    ``prune_options`` are passed to :func:`chita_nn.pruning.prune` at every event (``n_rows``, ``lam``,
+    ``prune_options`` are passed to :func:`chita_nn.methods.oneshot.prune` at every event (``n_rows``, ``lam``,
     ``n_stages``, ``block_size``, ...); ``seed + i`` is its seed at event ``i``.
     """
 

@@ -4,9 +4,9 @@ Every rank draws the same ``n_rows · samples_per_row`` samples (same ``seed``) 
 ``[r·n/R, (r+1)·n/R)`` of ``A`` into its own block store; the column norms ``‖A_{:,j}‖²`` are summed over ranks
 (all-reduce), so every rank derives the same budgets ``k_B``.  Blocks are assigned to ranks (largest first, to
 the least loaded rank); each block's rows are gathered on its owner, which solves it
-(:func:`chita_nn.scale.solve_stored_blocks`); the solutions are summed over ranks (each weight is owned by one
+(:func:`chita_nn.methods.scale.solve_stored_blocks`); the solutions are summed over ranks (each weight is owned by one
 rank) and written back on every rank.  The rows and the solves are those of
-:func:`chita_nn.scale.block_prune`, so the result equals the single-process run with the same seed (up to the
+:func:`chita_nn.methods.scale.block_prune`, so the result equals the single-process run with the same seed (up to the
 order of the float64 column-norm sums).
 """
 import logging
@@ -18,13 +18,20 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..core.batches import as_tensors
+from ..core.params import ParamLayout, select_parameters
+from ..core.report import LayerReport, PruneReport
+from ..core.writeback import write_weights_atomic
 from .blocks import allocate_budgets, gradient_weight
-from .data import as_tensors
-from .params import ParamLayout, select_parameters
-from .pruning import DEFAULTS
-from .report import LayerReport, PruneReport
-from .scale import STORE_DTYPES, BlockStore, block_list, solve_stored_blocks, store_folder, stream_rows
-from .writeback import write_weights_atomic
+from .oneshot import DEFAULTS
+from .scale import (
+    STORE_DTYPES,
+    BlockStore,
+    block_list,
+    solve_stored_blocks,
+    store_folder,
+    stream_rows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +80,7 @@ def distributed_block_prune(model, data, sparsity, *, n_rows, samples_per_row=1,
                             block_size=None, chunk_rows=8, store_dtype="float16", store_dir=None, solver_options=None,
                             module_types=(nn.Linear, nn.Conv2d), include=None, exclude=None, mask=True, seed=0,
                             group=None, progress=False):
-    """:func:`chita_nn.scale.block_prune` split over the ranks of ``group`` (default: the world group).
+    """:func:`chita_nn.methods.scale.block_prune` split over the ranks of ``group`` (default: the world group).
 
     Call it on every rank with the same arguments; each rank's ``model`` ends up pruned identically.
     Returns the :class:`PruneReport` (the same on every rank).
