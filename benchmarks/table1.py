@@ -42,7 +42,7 @@ PAPER = {
 #: Which weights each model prunes (all methods): the paper's code prunes the weights of the layers named
 #: ``conv*`` / ``fc`` of ResNet20, i.e. not the two 1x1 shortcut convolutions (268,336 of 270,896 weights);
 #: with those excluded our MP matches the paper's MP column.
-SELECTION = {"mlpnet": {}, "resnet20": {"exclude": ["*downsample*"]}}
+SELECTION = {"mlpnet": {}, "resnet20": {"ignore": ["*downsample*"]}}
 
 #: Per-model settings of CHITA / CHITA++ on top of :data:`chita_nn.methods.oneshot.DEFAULTS`.  ResNet20: a
 #: block-diagonal Fisher of 500-weight blocks as in the paper's code, 1000 single-sample rows, block budgets
@@ -104,7 +104,7 @@ def markdown(results):
                 row.append("" if cell is None else f"{cell['accuracy']:.2f}{paper} [{cell['seconds']:.0f}s]")
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
-        excluded = SELECTION.get(name, {}).get("exclude")
+        excluded = SELECTION.get(name, {}).get("ignore")
         lines.append("- pruned: the Linear and Conv2d weights" + (f" except {excluded}" if excluded else ""))
         for m in methods:
             cells = [c for c in entry["cells"] if c["method"] == m]

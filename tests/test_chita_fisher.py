@@ -112,27 +112,29 @@ def test_select_parameters_order_and_patterns():
     assert isinstance(pp, PrunableParam)
     assert (pp.module_name, pp.param_name, pp.module) == ("conv1", "weight", model.conv1)
     assert pp.shape == (4, 3, 3, 3) and pp.numel == 108 and not pp.is_reparametrized
-    assert [pp.name for pp in select_parameters(model, include=["conv*"])] == ["conv1.weight", "conv2.weight"]
-    assert [pp.name for pp in select_parameters(model, exclude=["fc.*", "conv1.*"])] == ["conv2.weight"]
-    assert [pp.name for pp in select_parameters(model, module_types=(nn.Linear,), param_name="bias")] == ["fc.bias"]
+    assert [pp.name for pp in select_parameters(model, targets=["conv*"])] == ["conv1.weight", "conv2.weight"]
+    assert [pp.name for pp in select_parameters(model, ignore=["fc.*", "conv1.*"])] == ["conv2.weight"]
+    assert [pp.name for pp in select_parameters(model, targets=(nn.Linear,), param_name="bias")] == ["fc.bias"]
     assert [pp.name for pp in select_parameters(nn.Linear(2, 3))] == ["weight"]
 
 
 def test_select_parameters_errors():
     model = SmallCNN()
     with pytest.raises(ValueError, match="no prunable parameters"):
-        select_parameters(model, include=["nothing*"])
+        select_parameters(model, targets=["nothing*"])
     with pytest.raises(ValueError, match="no prunable parameters"):
         select_parameters(MLPNet(), param_name="bias")  # layers without bias
-    for bad in ([nn.Linear], (int,), (), nn.Linear):
-        with pytest.raises(ValueError, match="module_types"):
-            select_parameters(model, module_types=bad)
+    with pytest.raises(ValueError, match="targets is empty"):
+        select_parameters(model, targets=())
+    for bad in ((int,), [3], None):
+        with pytest.raises(TypeError if bad != None else ValueError, match="targets"):
+            select_parameters(model, targets=bad)
 
 
 def test_prunable_param_reparametrized():
     model = SmallCNN()
     prune.random_unstructured(model.conv2, "weight", amount=0.5)
-    pp = select_parameters(model, include=["conv2.*"])[0]
+    pp = select_parameters(model, targets=["conv2.*"])[0]
     assert pp.is_reparametrized and pp.parameter is model.conv2.weight_orig
     assert pp.shape == (6, 4, 3, 3) and pp.numel == 216
     assert torch.equal(pp.tensor(), model.conv2.weight_orig * model.conv2.weight_mask)
@@ -196,7 +198,7 @@ def test_fisher_cnn_matches_autograd(m):
 def test_fisher_fallback_bilinear_and_grouped_conv(caplog):
     torch.manual_seed(0)
     model = BilinearNet()
-    params = select_parameters(model, module_types=ALL_TYPES)
+    params = select_parameters(model, targets=ALL_TYPES)
     assert [pp.name for pp in params] == ["fc.weight", "bil.weight", "head.weight"]
     data = _data((6,), 12, 3)
     with caplog.at_level("INFO", logger="chita_nn.core.fisher"):

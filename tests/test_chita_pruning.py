@@ -207,7 +207,7 @@ def test_single_block_equals_global_solve(digits):
     results = []
     for block_size in (None, 10 ** 6, "layer"):
         pruned = copy.deepcopy(model)
-        prune(pruned, train, 0.8, method="chita", include=["fc2.weight"], block_size=block_size, **FAST)
+        prune(pruned, train, 0.8, method="chita", targets=["fc2.weight"], block_size=block_size, **FAST)
         results.append(pruned.fc2.weight.detach().clone())
     assert torch.allclose(results[0], results[1]) and torch.allclose(results[0], results[2])
 
@@ -238,7 +238,7 @@ def test_block_mode_budgets_sum_to_k(digits):
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(sparsity=1.0), "sparsity"), (dict(sparsity=-0.1), "sparsity"), (dict(sparsity=float("nan")), "sparsity"),
-    (dict(method="obs"), "method"), (dict(include=["nothing*"]), "no prunable parameters"),
+    (dict(method="obs"), "method"), (dict(targets=["nothing*"]), "no prunable parameters"),
     (dict(n_rows=10 ** 6), "too small"), (dict(scope="local"), "scope"), (dict(schedule="log"), "schedule"),
     (dict(lam=-1.0), "lam"), (dict(block_size=0), "block_size"), (dict(n_stages=3, hold_stages=3), "hold_stages"),
     (dict(hold_stages=-1), "hold_stages")])

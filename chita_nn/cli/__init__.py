@@ -39,7 +39,9 @@ def prune_options(args):
     """Keyword arguments of :func:`chita_nn.prune` from the parsed command line."""
     options = dict(method=args.method, n_rows=args.n_rows, samples_per_row=args.samples_per_row, lam=args.lam,
                    n_stages=args.stages, hold_stages=args.hold_stages, schedule=args.schedule, scope=args.scope,
-                   seed=args.seed, gradient_term=args.gradient_term, score=args.score, exclude=args.exclude)
+                   seed=args.seed, gradient_term=args.gradient_term, score=args.score)
+    if args.ignore is not None:
+        options["ignore"] = args.ignore
     if args.block_size is not None:
         options["block_size"] = "layer" if args.block_size == "layer" else int(args.block_size)
     return options
@@ -61,8 +63,8 @@ def _add_prune_arguments(parser):
                         help=f"b = A w - e/m instead of A w (default {DEFAULTS['gradient_term']})")
     parser.add_argument("--score", choices=SCORES, default="fisher",
                         help="screening score that sets the block budgets and the solver's start")
-    parser.add_argument("--exclude", nargs="+", default=None, metavar="PATTERN",
-                        help="parameter names not to prune (fnmatch), e.g. '*downsample*'")
+    parser.add_argument("--ignore", "--exclude", nargs="+", default=None, metavar="PATTERN",
+                        help="modules or parameters not to prune: globs, 're:<regex>' or class names, e.g. '*downsample*'")
     parser.add_argument("--seed", type=int, default=0)
 
 

@@ -1,6 +1,7 @@
 """Selection of the prunable weight tensors of a model and their layout as one flat vector."""
 import fnmatch
 import logging
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,46 +48,89 @@ class PrunableParam:
         return self.parameter.numel()
 
 
-def _patterns(patterns, name):
-    if patterns is None:
-        return None
-    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
-    if not all(isinstance(pattern, str) for pattern in patterns):
-        raise TypeError(f"{name} must be a list of fnmatch pattern strings, got {patterns!r}")
-    return patterns
+#: Default targets: the layers whose weights are pruned unless ``targets`` says otherwise.
+DEFAULT_TARGETS = ("Linear", "Conv1d", "Conv2d", "Conv3d", "Conv1D")
+#: Default ignore list: a language model's output head stays dense (llm-compressor's convention).
+DEFAULT_IGNORE = ("re:(.*\\.)?lm_head",)
+
+#: The prunable parameters of each supported module type (by class name, so that Hugging Face's ``Conv1D``
+#: needs no import); a type that is not listed prunes its ``weight``.
+PRUNABLE_PARAMS = {
+    "MultiheadAttention": ("in_proj_weight",),
+}
 
 
-def _matches(name, patterns):
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+def _entries(value, name):
+    """A target/ignore list: a single entry or a sequence of module types and name patterns."""
+    if value is None:
+        return []
+    entries = [value] if isinstance(value, (str, type)) else list(value)
+    for entry in entries:
+        if not (isinstance(entry, str) or (isinstance(entry, type) and issubclass(entry, nn.Module))):
+            raise TypeError(f"{name} entries must be nn.Module subclasses, class names or name patterns "
+                            f"('re:<regex>' or a glob), got {entry!r}")
+    return entries
 
 
-def select_parameters(model, *, module_types=(nn.Linear, nn.Conv2d), include=None, exclude=None,
-                      param_name="weight"):
-    """The ``param_name`` tensors of the submodules of the given types, in ``model.named_modules()`` order.
+def _name_matches(pattern, names):
+    if pattern.startswith("re:"):
+        regex = re.compile(pattern[3:])
+        return any(regex.fullmatch(n) for n in names)
+    return any(fnmatch.fnmatchcase(n, pattern) for n in names)
 
-    ``include`` / ``exclude``: fnmatch patterns on the full parameter name (e.g. ``"layer1.*.conv?.weight"``);
-    a parameter is kept if it matches some ``include`` pattern (when given) and no ``exclude`` pattern.
+
+def _matches(entry, module, names):
+    """Whether ``module`` (known by ``names``: module and parameter name) matches one target/ignore entry.
+
+    A type matches instances (subclasses included); a plain identifier such as ``"Linear"`` matches the class
+    name of the module or of one of its bases; anything else is a glob or ``re:`` pattern on the names.
     """
-    if not (isinstance(module_types, tuple) and module_types
-            and all(isinstance(t, type) and issubclass(t, nn.Module) for t in module_types)):
-        raise ValueError(f"module_types must be a non-empty tuple of nn.Module subclasses, got {module_types!r}")
-    include = _patterns(include, "include")
-    exclude = _patterns(exclude, "exclude")
+    if isinstance(entry, type):
+        return isinstance(module, entry)
+    if entry.isidentifier() and entry[:1].isupper():
+        return any(cls.__name__ == entry for cls in type(module).__mro__)
+    return _name_matches(entry, names)
+
+
+def _type_entry(entry):
+    return isinstance(entry, type) or (entry.isidentifier() and entry[:1].isupper())
+
+
+def select_parameters(model, *, targets=DEFAULT_TARGETS, ignore=DEFAULT_IGNORE, param_name=None):
+    """The prunable tensors of ``model`` selected by ``targets`` and ``ignore``, in ``named_modules()`` order.
+
+    Entries of both lists are module types (``nn.Linear``), class names (``"Linear"``, ``"Conv1D"``,
+    ``"MultiheadAttention"``) or name patterns, globs (``"layer1.*.conv?"``) or regular expressions
+    (``"re:.*attn.*"``), matched against the module name and the full parameter name.  When ``targets`` holds
+    only name patterns, they pick among the modules of :data:`DEFAULT_TARGETS`.  A parameter is selected if
+    its module matches a target and neither it nor its module matches an ``ignore`` entry.  Each module
+    contributes its :data:`PRUNABLE_PARAMS` (``weight`` for most types), or ``param_name`` if given.
+    """
+    targets = _entries(targets, "targets")
+    ignore = _entries(ignore, "ignore")
+    if not targets:
+        raise ValueError("targets is empty: give module types or name patterns to prune")
+    types = [entry for entry in targets if _type_entry(entry)]
+    patterns = [entry for entry in targets if not _type_entry(entry)]
+    if not types:
+        types = list(DEFAULT_TARGETS)
     selected = []
     for module_name, module in model.named_modules():
-        if not isinstance(module, module_types) or not isinstance(getattr(module, param_name, None), torch.Tensor):
+        if not any(_matches(entry, module, [module_name]) for entry in types):
             continue
-        name = f"{module_name}.{param_name}" if module_name else param_name
-        if include is not None and not _matches(name, include):
-            continue
-        if exclude is not None and _matches(name, exclude):
-            continue
-        selected.append(PrunableParam(name, module_name, module, param_name))
+        names = [param_name] if param_name else PRUNABLE_PARAMS.get(type(module).__name__, ("weight",))
+        for name in names:
+            if not isinstance(getattr(module, name, None), torch.Tensor):
+                continue
+            full = f"{module_name}.{name}" if module_name else name
+            keys = [module_name, full]
+            if patterns and not any(_name_matches(p, keys) for p in patterns):
+                continue
+            if any(_matches(entry, module, keys) for entry in ignore):
+                continue
+            selected.append(PrunableParam(full, module_name, module, name))
     if not selected:
-        raise ValueError(
-            f"no prunable parameters selected (module_types={[t.__name__ for t in module_types]}, "
-            f"param_name={param_name!r}, include={include!r}, exclude={exclude!r})"
-        )
+        raise ValueError(f"no prunable parameters selected (targets={targets!r}, ignore={ignore!r})")
     logger.debug("selected %d parameters: %s", len(selected), [pp.name for pp in selected])
     return selected
 

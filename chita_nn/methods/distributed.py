@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..core.batches import as_tensors
-from ..core.params import ParamLayout, select_parameters
+from ..core.params import DEFAULT_IGNORE, DEFAULT_TARGETS, ParamLayout, select_parameters
 from ..core.report import LayerReport, PruneReport
 from ..core.writeback import write_weights_atomic
 from .blocks import allocate_budgets, gradient_weight
@@ -78,7 +78,7 @@ def _gather_block(local, full, b, owner, n_rows, world_size, rank, group):
 
 def distributed_block_prune(model, data, sparsity, *, n_rows, samples_per_row=1, lam=None, gradient_term=None,
                             block_size=None, chunk_rows=8, store_dtype="float16", store_dir=None, solver_options=None,
-                            module_types=(nn.Linear, nn.Conv2d), include=None, exclude=None, mask=True, seed=0,
+                            targets=DEFAULT_TARGETS, ignore=DEFAULT_IGNORE, mask=True, seed=0,
                             group=None, progress=False):
     """:func:`chita_nn.methods.scale.block_prune` split over the ranks of ``group`` (default: the world group).
 
@@ -97,7 +97,7 @@ def distributed_block_prune(model, data, sparsity, *, n_rows, samples_per_row=1,
     if n_rows < world_size or n_samples > len(X):
         raise ValueError(f"need world_size ({world_size}) <= n_rows ({n_rows}) and n_rows * samples_per_row "
                          f"({n_samples}) <= {len(X)} samples")
-    params = select_parameters(model, module_types=module_types, include=include, exclude=exclude)
+    params = select_parameters(model, targets=targets, ignore=ignore)
     layout = ParamLayout(params)
     blocks = block_list(layout, block_size)
     w_bar = layout.gather(np.float64)

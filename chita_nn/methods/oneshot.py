@@ -34,7 +34,7 @@ import l0reg
 
 from ..core.batches import as_tensors
 from ..core.fisher import empirical_fisher
-from ..core.params import ParamLayout, select_parameters
+from ..core.params import DEFAULT_IGNORE, DEFAULT_TARGETS, ParamLayout, select_parameters
 from ..core.report import LayerReport, PruneReport, StageReport
 from ..core.runtime import eval_mode, model_device
 from ..core.writeback import recompute_batchnorm as _recompute_batchnorm
@@ -124,8 +124,8 @@ def _finish(model, params, layout, w, keep, *, mask, report, recompute_batchnorm
     return report
 
 
-def _select(model, module_types, include, exclude):
-    params = select_parameters(model, module_types=module_types, include=include, exclude=exclude)
+def _select(model, targets, ignore):
+    params = select_parameters(model, targets=targets, ignore=ignore)
     return params, ParamLayout(params)
 
 
@@ -137,14 +137,14 @@ def magnitude_keep(w, slices, sparsity, scope="global"):
     return allocate_budgets(blocks, np.abs(w), per_layer=layer_budgets(slices, sparsity))[1]
 
 
-def magnitude_prune(model, sparsity, *, scope="global", module_types=(nn.Linear, nn.Conv2d), include=None,
-                    exclude=None, mask=True, recompute_batchnorm=None):
+def magnitude_prune(model, sparsity, *, scope="global", targets=DEFAULT_TARGETS,
+                    ignore=DEFAULT_IGNORE, mask=True, recompute_batchnorm=None):
     """Magnitude pruning (MP): keep the ``k = ⌊(1 − s)p⌋`` largest ``|w̄_j|`` (per layer if layerwise)."""
     t_start = time.perf_counter()
     sparsity = _check_sparsity(sparsity)
     _check_choice("scope", scope, SCOPES)
     _check_device(model)
-    params, layout = _select(model, module_types, include, exclude)
+    params, layout = _select(model, targets, ignore)
     w = layout.gather(np.float64)
     keep = magnitude_keep(w, layout.offsets, sparsity, scope)
     report = PruneReport("magnitude", sparsity, settings={"scope": scope})
@@ -178,7 +178,7 @@ class _LossProbe:
 def prune(model, data, sparsity, *, method="chita++", n_rows=None, samples_per_row=None, lam=None,
           gradient_term=None, n_stages=None, hold_stages=None, schedule="exponential", scope="global",
           block_size=None, score="fisher", line_search=None, loss_samples=None, loss_fn=None, solver_options=None,
-          module_types=(nn.Linear, nn.Conv2d), include=None, exclude=None, mask=True,
+          targets=DEFAULT_TARGETS, ignore=DEFAULT_IGNORE, mask=True,
           recompute_batchnorm=None, max_bytes=None, seed=0, progress=False):
     """Prune ``model`` in place to ``sparsity`` and return a :class:`PruneReport`.
 
@@ -223,8 +223,8 @@ def prune(model, data, sparsity, *, method="chita++", n_rows=None, samples_per_r
     t_start = time.perf_counter()
     _check_choice("method", method, METHODS)
     if method == "magnitude":
-        return magnitude_prune(model, sparsity, scope=scope, module_types=module_types, include=include,
-                               exclude=exclude, mask=mask, recompute_batchnorm=recompute_batchnorm)
+        return magnitude_prune(model, sparsity, scope=scope, targets=targets, ignore=ignore,
+                               mask=mask, recompute_batchnorm=recompute_batchnorm)
     sparsity = _check_sparsity(sparsity)
     _check_choice("scope", scope, SCOPES)
     _check_choice("schedule", schedule, SCHEDULES)
@@ -260,14 +260,14 @@ def prune(model, data, sparsity, *, method="chita++", n_rows=None, samples_per_r
     else:
         options.setdefault("max_iter", DEFAULTS["stage_max_iter"])
     steps = DEFAULTS["line_search"] if line_search is None else (line_search or ())
-    params, layout = _select(model, module_types, include, exclude)
+    params, layout = _select(model, targets, ignore)
     slices = layout.offsets
     p = layout.p
     w = layout.gather(np.float64)
 
     # Work on a plain (un-reparametrised) copy so that ``model`` is untouched until the write-back.
     work = strip_reparametrization(copy.deepcopy(model))
-    work_params, work_layout = _select(work, module_types, include, exclude)
+    work_params, work_layout = _select(work, targets, ignore)
     start = float(np.mean(w == 0.0))
     ramp = n_stages - hold_stages
     stages = [sparsity] if start >= sparsity else sparsity_schedule(sparsity, ramp, schedule, start=start)

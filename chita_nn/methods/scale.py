@@ -41,7 +41,7 @@ from ..core.fisher import (
     available_memory_bytes,
     empirical_fisher,
 )
-from ..core.params import ParamLayout, select_parameters
+from ..core.params import DEFAULT_IGNORE, DEFAULT_TARGETS, ParamLayout, select_parameters
 from ..core.report import LayerReport, PruneReport
 from ..core.writeback import write_weights_atomic
 from . import _scale_worker
@@ -288,7 +288,7 @@ def solve_stored_blocks(store, w_bar, blocks, budgets, keep0, *, lam, gradient, 
 
 def block_prune(model, data, sparsity, *, n_rows, samples_per_row=1, lam=None, gradient_term=None,
                 block_size=None, chunk_rows=8, store_dtype="float16", store_dir=None, max_bytes=None, workers=1,
-                solver_options=None, module_types=(nn.Linear, nn.Conv2d), include=None, exclude=None, mask=True,
+                solver_options=None, targets=DEFAULT_TARGETS, ignore=DEFAULT_IGNORE, mask=True,
                 seed=0, progress=False):
     """One-shot CHITA in block mode with bounded memory; prunes ``model`` in place, returns a :class:`ScaleReport`.
 
@@ -320,7 +320,7 @@ def block_prune(model, data, sparsity, *, n_rows, samples_per_row=1, lam=None, g
     n_samples = n_rows * samples_per_row
     if n_samples > len(X):
         raise ValueError(f"n_rows * samples_per_row = {n_samples} > {len(X)} samples")
-    params = select_parameters(model, module_types=module_types, include=include, exclude=exclude)
+    params = select_parameters(model, targets=targets, ignore=ignore)
     layout = ParamLayout(params)
     p = layout.p
     blocks = block_list(layout, block_size)
