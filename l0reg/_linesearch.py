@@ -97,7 +97,7 @@ def line_search(design, projection, r, w, g, w_bar, nlam, scale, n_events=8, n_s
     best = _Candidate(quad, start)
     taus, leaving, entering = projection.path_events(sw, sg, start, n_events)
     for t in range(taus.size):
-        quad.swap(leaving[t:t + 1], entering[t:t + 1])
+        quad.swap(np.atleast_1d(leaving[t]), np.atleast_1d(entering[t]))
         best.consider(quad, None)
     # Further along the path: sampled supports, starting beyond the last breakpoint.
     last = taus[-1] if taus.size else 0.0

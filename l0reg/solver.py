@@ -14,6 +14,7 @@ Pipeline (each phase timed in ``SolveResult.timings``):
 import logging
 import time
 from contextlib import contextmanager
+from functools import partial
 
 import numpy as np
 
@@ -24,10 +25,11 @@ from ._greedy import forward_greedy
 from ._iht import gradient, iht, jacobi_scale
 from ._linesearch import line_search
 from ._local_search import objective_from_residual, refit_support, swap_search
+from ._pattern_swaps import pattern_swap_search, swap_pass_cost
 from ._result import SolveResult
 from ._threads import blas_threads_for
 from ._validation import check_nonnegative, check_positive_int, check_problem, check_vector
-from .projection import Projection, TopK
+from .projection import TopK, bound_projection
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +164,7 @@ def _extra_starts(design, projection, b, k, w_bar, nlam):
     """Further starting points for small problems, as ``(name, factory)`` pairs:
     forward greedy selection, and ``P(unconstrained ridge solution)`` when the
     full ridge solve costs no more than one swap pass."""
-    yield "greedy", lambda: forward_greedy(design, b, k, w_bar, nlam)
+    yield "greedy", lambda: _initial_point(projection, forward_greedy(design, b, k, w_bar, nlam), 1.0)
     if backsolve_cost(design.n, design.p) <= k * design.n * design.p + _SMALL_PROBLEM_FLOPS:
         yield "ridge_start", lambda: _initial_point(
             projection, ridge_on_support(design, b, np.arange(design.p), w_bar, nlam), 1.0)
@@ -186,10 +188,11 @@ def _solve_active_set(full, design, projection, max_iter, backsolve, work_size, 
     W = _working_set(scale * full.w, scale * g, work_size)
     for rival in rivals:
         W = np.union1d(W, np.flatnonzero(rival))
+    W = projection.expand(W)
     converged = False
     while True:
         with _timed(full.timings, "active_set"):
-            sub = _Problem(Design(design.take_cols(W)), projection.restrict(W.size), full.b,
+            sub = _Problem(Design(design.take_cols(W)), projection.restrict(W), full.b,
                            full.w_bar[W], full.nlam, full.tol, full.timings, [])
             sub.start(full.w[W].copy())
         sub.descend(max_iter - full.n_iter, backsolve, [rival[W] for rival in rivals])
@@ -222,12 +225,12 @@ def _solve_active_set(full, design, projection, max_iter, backsolve, work_size, 
         violators = support[~in_w[support]]
         extra = TopK(min(work_size // 2, int((~in_w).sum()))).bind(full.w.size)
         score = np.where(in_w, 0.0, np.abs(scale * g))
-        W = np.union1d(np.union1d(W, violators), extra.support(score))
+        W = projection.expand(np.union1d(np.union1d(W, violators), extra.support(score)))
         logger.debug("active set grown to %d columns (%d violators)", W.size, violators.size)
     return converged
 
 
-def solve(A, b, k, *, lam=0.0, w_bar=None, w_init=None, projection=None, max_iter=200, tol=1e-7,
+def solve(A, b, k=None, *, lam=0.0, w_bar=None, w_init=None, projection=None, max_iter=200, tol=1e-7,
           active_set="auto", swaps="auto", backsolve=True):
     """Minimise ``½‖b − A w‖² + (nλ/2)‖w − w̄‖²`` subject to ``‖w‖₀ ≤ k``.
 
@@ -236,8 +239,9 @@ def solve(A, b, k, *, lam=0.0, w_bar=None, w_init=None, projection=None, max_ite
     A : ndarray (n, p), float32 or float64, C or Fortran order
         Never copied (Fortran order is fastest) and never written to.
     b : array (n,)
-    k : int in [0, p]
-        Number of nonzeros allowed.
+    k : int in [0, p], optional
+        Number of nonzeros allowed; implied by ``projection`` when None (if
+        given, it must equal ``projection.size``).
     lam : float ≥ 0
         Ridge strength λ; the penalty is ``(nλ/2)‖w − w̄‖²`` with n = A.shape[0].
     w_bar : array (p,), optional
@@ -246,7 +250,7 @@ def solve(A, b, k, *, lam=0.0, w_bar=None, w_init=None, projection=None, max_ite
     w_init : array (p,), optional
         Starting point (projected onto the constraint first).
     projection : Projection, optional
-        The sparsity constraint; default ``TopK(k)``.
+        The sparsity constraint (``TopK``, ``NM``, ``Groups``); default ``TopK(k)``.
     max_iter : int
         Maximum number of IHT steps.
     tol : float
@@ -254,7 +258,8 @@ def solve(A, b, k, *, lam=0.0, w_bar=None, w_init=None, projection=None, max_ite
     active_set : 'auto', True or False
         Run IHT on a working set of about 1.5k columns grown by violators.
     swaps : 'auto', True or False
-        Run the 1-swap local search (about k products with A per pass).
+        Run the 1-swap local search (about k products with A per pass; for
+        other constraints, exact refits of the projection's swap moves).
     backsolve : bool
         Refit the values on the final support exactly.
 
@@ -262,7 +267,9 @@ def solve(A, b, k, *, lam=0.0, w_bar=None, w_init=None, projection=None, max_ite
     -------
     SolveResult
     """
-    A, b, k, lam, w_bar, w_init = check_problem(A, b, k, lam, w_bar, w_init)
+    A, b, _, lam, w_bar, w_init = check_problem(A, b, 0, lam, w_bar, w_init)
+    projection = bound_projection(projection, k, A.shape[1])
+    k = projection.size
     with blas_threads_for(A.size):
         return _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, swaps, backsolve)
 
@@ -274,13 +281,6 @@ def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, s
     active_set = _check_choice(active_set, "active_set")
     swaps = _check_choice(swaps, "swaps")
     n, p = A.shape
-    if projection is None:
-        projection = TopK(k)
-    elif not isinstance(projection, Projection):
-        raise ValueError(f"projection must be a l0reg.Projection, got {type(projection).__name__}")
-    projection = projection.bind(p)
-    if projection.size != k:
-        raise ValueError(f"projection keeps {projection.size} entries but k={k}")
 
     timings, history = {}, []
     design = Design(A)
@@ -288,9 +288,14 @@ def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, s
     w_bar64 = w_bar.astype(np.float64)
     b64 = b.astype(np.float64)
     w0 = w_bar64 if w_init is None else check_vector(w_init, p, np.float64, "w_init")
-    run_swaps = k > 0 and (swaps is True or (swaps == "auto" and _local_search_cost(n, p, k) <= _SWAP_BUDGET))
-    if run_swaps and not isinstance(projection, TopK):
-        raise ValueError("swaps require the TopK projection")
+    # Structured constraints: the exact search over the projection's own swap moves.
+    local_search, swap_cost = swap_search, _local_search_cost(n, p, k)
+    if not isinstance(projection, TopK):
+        local_search = partial(pattern_swap_search, projection=projection)
+        swap_cost += swap_pass_cost(n, projection)
+    if swaps is True and not np.isfinite(swap_cost):
+        raise ValueError(f"swaps=True, but {projection!r} has no swap move")
+    run_swaps = k > 0 and (swaps is True or (swaps == "auto" and swap_cost <= _SWAP_BUDGET))
     work_size = min(p, int(np.ceil(1.5 * k)) + 10)
     use_active = active_set is True or (
         active_set == "auto" and n * p >= _ACTIVE_SET_MIN_ENTRIES and 3 * work_size <= p)
@@ -307,7 +312,7 @@ def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, s
             converged = problem.descend(max_iter, backsolve, rivals)
         if run_swaps:
             with _timed(timings, "swap"):
-                w, r, n_swaps = swap_search(design, b64, problem.w, problem.r, w_bar64, nlam,
+                w, r, n_swaps = local_search(design, b64, problem.w, problem.r, w_bar64, nlam,
                                             max_swaps=_MAX_SWAPS, tol=tol)
             logger.debug("swap search: %d swaps", n_swaps)
             if n_swaps:
