@@ -22,6 +22,7 @@ Constraints: :class:`TopK` (``‖w‖₀ ≤ k``), :class:`NM` (n nonzeros in ev
 group of m consecutive coordinates) and :class:`Groups` (nonzeros in at most
 ``k_groups`` groups).
 """
+import copy
 import numbers
 from abc import ABC, abstractmethod
 
@@ -195,7 +196,7 @@ class NM(Projection):
                 f"{self!r} needs a length that is a multiple of m={self.m}, got {n_features} "
                 f"coordinates ({n_features % self.m} left over); with several layers concatenated, "
                 f"each layer's size must be a multiple of m")
-        bound = NM(self.n, self.m)
+        bound = copy.copy(self)
         bound.n_features = n_features
         return bound
 
@@ -295,7 +296,7 @@ class Groups(Projection):
             if labels.shape != (n_features,):
                 raise ValueError(f"groups has shape {labels.shape}, expected one label per coordinate "
                                  f"({n_features},)")
-        bound = Groups(self.groups, self.k_groups)
+        bound = copy.copy(self)
         bound.n_features = n_features
         bound._ids = np.unique(labels, return_inverse=True)[1].reshape(-1)
         bound._order = np.argsort(bound._ids, kind="stable")
