@@ -1,0 +1,82 @@
+"""Row supports for the Gram-form solver: top-k (a budget per row) and N:M.
+
+A row constraint is encoded by ``(k_r, n, m)``: with ``m == 0`` the row keeps its
+``k_r`` largest entries; with ``m > 0`` it keeps the ``n`` largest of every
+``m`` consecutive entries (a last, shorter group keeps ``min(n, size)``).
+Ranking is by magnitude, ties to the lowest index, as in ``projection.TopK``.
+
+The kernels here work on one row and are called from the row-parallel kernels
+of ``_gram_linesearch``; :func:`row_masks` is the batched entry point.
+"""
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True)
+def topk_into(score, k, mask):
+    """``mask`` ← the ``k`` largest entries of ``score`` (ties: lowest index)."""
+    mask[:] = False
+    if k <= 0:
+        return
+    order = np.argsort(-score, kind="mergesort")
+    for t in range(min(k, score.shape[0])):
+        mask[order[t]] = True
+
+
+@njit(cache=True)
+def group_topn_into(score, lo, hi, n, mask):
+    """Within ``[lo, hi)``: ``mask`` ← the ``n`` largest entries of ``score``."""
+    for j in range(lo, hi):
+        mask[j] = False
+    for _ in range(min(n, hi - lo)):
+        best = -1
+        for j in range(lo, hi):
+            if not mask[j] and (best < 0 or score[j] > score[best]):
+                best = j
+        mask[best] = True
+
+
+@njit(cache=True)
+def support_into(score, k, n, m, mask):
+    """``mask`` ← the support of the projection of a row with magnitudes ``score``."""
+    if m == 0:
+        topk_into(score, k, mask)
+        return
+    p = score.shape[0]
+    for lo in range(0, p, m):
+        group_topn_into(score, lo, min(lo + m, p), n, mask)
+
+
+@njit(cache=True)
+def start_into(x, y, k, n, m, mask):
+    """Support of ``P(x − τ y)`` for small τ > 0, ``x`` feasible: the nonzeros of
+    ``x`` first, then zeros by ``|y|`` (lexicographic ranking)."""
+    big = 0.0
+    for j in range(y.shape[0]):
+        big = max(big, abs(y[j]))
+    big = 2.0 * big + 1.0
+    score = np.empty(x.shape[0])
+    for j in range(x.shape[0]):
+        score[j] = abs(y[j]) + (big if x[j] != 0.0 else 0.0)
+    support_into(score, k, n, m, mask)
+
+
+@njit(cache=True, parallel=True)
+def row_masks(score, ks, n, m):
+    """Batched supports: row r keeps its ``ks[r]`` (or n of every m) largest scores."""
+    r, p = score.shape
+    masks = np.zeros((r, p), dtype=np.bool_)
+    for i in prange(r):
+        support_into(score[i], ks[i], n, m, masks[i])
+    return masks
+
+
+def layer_counts(score, total):
+    """Per-row counts of the ``total`` largest entries of the matrix ``score``."""
+    flat = score.ravel()
+    if total >= flat.size:
+        return np.full(score.shape[0], score.shape[1], dtype=np.int64)
+    if total <= 0:
+        return np.zeros(score.shape[0], dtype=np.int64)
+    order = np.argsort(-flat, kind="stable")[:total]
+    return np.bincount(order // score.shape[1], minlength=score.shape[0]).astype(np.int64)

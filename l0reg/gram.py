@@ -1,0 +1,372 @@
+"""L0-constrained quadratic problems in Gram form, batched over the rows of a layer.
+
+For a linear layer with dense rows ``w̄_r`` and calibration inputs X, pruning row r
+means minimising ``½‖X(w̄_r − w)‖²``, which only needs the Gram matrix ``H = XᵀX``.
+:func:`solve_gram` minimises, for every row r, with ``c_r`` the r-th row of C,
+
+    f_r(w) = ½ wᵀH w − c_rᵀw + (λ/2)‖w − w̄_r‖²
+
+under a sparsity constraint, and reports ``F_r(w) = f_r(w) − f_r(w̄_r)``: with
+the default ``C = W̄ H`` that is ``½(w − w̄_r)ᵀH(w − w̄_r) + (λ/2)‖w − w̄_r‖²``,
+the reconstruction error (0 for the dense row). It is computed in the stable
+form ``½ dᵀHd − eᵀd + (λ/2)‖d‖²`` with ``d = w − w̄_r`` and ``e = c_r − H w̄_r``.
+
+Pipeline (phases timed in ``GramResult.timings``), all rows at once:
+
+1. start: the magnitude support and the Wanda support (``|w̄_j|·√H_jj``), both
+   refitted exactly; each row starts from the better one (with a layer budget,
+   the better allocation for the whole layer);
+2. IHT with the exact path line search (``_gram_linesearch``), one BLAS product
+   ``V @ H`` per step for all active rows;
+3. exact refit on the supports (``_gram_refit``), then coordinate descent and
+   1-swaps (``_gram_local``) and a refit of the rows they changed; repeated
+   from the rows that changed while that helps;
+4. with ``budget="layer"``: budget moves between rows (``_exchange_budget``).
+
+Every phase keeps a row's new values only if they lower its objective, so no
+row ends above its start (with a layer budget: the layer's total).
+"""
+import logging
+import numbers
+import re
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._gram_linesearch import directions, line_search_rows
+from ._gram_local import exact_swaps_rows, local_search_rows
+from ._gram_refit import refit_rows
+from ._gram_supports import layer_counts, row_masks
+from ._validation import check_k, check_matrix, check_nonnegative, check_positive_int
+
+logger = logging.getLogger(__name__)
+
+# Line search: exact breakpoints visited, geometric samples beyond them, and the
+# largest support change a sample may need (coordinates moved in or out).
+_N_EVENTS = 8
+_N_SAMPLES = 6
+_MAX_CHANGES = 64
+# IHT stops on a row whose support has not changed for this many steps (a refit follows).
+_SUPPORT_PATIENCE = 5
+# H d is recomputed by a product every this many steps (round-off of the updates).
+_RESYNC_EVERY = 25
+_MAX_ROUNDS = 3
+# Local search per row and round: swaps taken, removal candidates scored per swap.
+_MAX_SWAPS = 20
+_N_REMOVE = 16
+# Swaps are scored with the refit of the new support (``exact_swaps_rows``) while
+# one swap costs at most this many flops per row (p·k²); otherwise with the other
+# coordinates fixed (``local_search_rows``).
+_EXACT_SWAP_FLOPS = 4e6
+
+
+@dataclass
+class GramResult:
+    """Outcome of :func:`solve_gram`.
+
+    Attributes
+    ----------
+    coef : ndarray (r, p)
+        Sparse rows, in the dtype of ``W_bar``.
+    mask : ndarray (r, p) of bool
+        ``coef != 0``.
+    objective : ndarray (r,) float64
+        ``F_r(coef_r) = f_r(coef_r) − f_r(w̄_r)`` (reconstruction error with the default C).
+    objective_start : ndarray (r,) float64
+        The same for the starting point (best of magnitude and Wanda supports, refitted).
+    n_iter : ndarray (r,) int
+        IHT steps taken by each row.
+    timings : dict
+        Seconds per phase.
+    converged : ndarray (r,) bool
+        Whether each row's last IHT run stopped by its tolerance or patience rather than ``max_iter``.
+    """
+
+    coef: np.ndarray
+    mask: np.ndarray
+    objective: np.ndarray
+    objective_start: np.ndarray
+    n_iter: np.ndarray
+    timings: dict = field(default_factory=dict)
+    converged: np.ndarray = None
+
+    def __repr__(self):
+        return (f"GramResult(rows={self.coef.shape[0]}, nnz={int(self.mask.sum())}, "
+                f"objective={self.objective.sum():.6g} (start {self.objective_start.sum():.6g}), "
+                f"time={sum(self.timings.values()):.3g}s)")
+
+
+@contextmanager
+def _timed(timings, phase):
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------- validation
+def _check_gram(H):
+    """``H`` as a symmetric float64 C-ordered copy (validated square, finite, symmetric)."""
+    H = check_matrix(H, "H")
+    if H.shape[0] != H.shape[1]:
+        raise ValueError(f"H must be square (p, p), got shape {H.shape}")
+    H64 = H.astype(np.float64)
+    size = max(float(np.abs(H64).max()), np.finfo(np.float64).tiny)
+    asym = float(np.abs(H64 - H64.T).max())
+    if asym > np.sqrt(np.finfo(H.dtype).eps) * size:
+        raise ValueError(f"H must be symmetric: max |H - H.T| = {asym:.3g} (max |H| = {size:.3g})")
+    if (np.diag(H64) < 0).any():
+        raise ValueError("H must be positive semidefinite; it has a negative diagonal entry")
+    return np.ascontiguousarray(0.5 * (H64 + H64.T))
+
+
+def _check_rows(X, shape, name):
+    """A finite float32/float64 array of the given 2-D shape (1-D accepted for one row)."""
+    if not isinstance(X, np.ndarray):
+        raise TypeError(f"{name} must be a numpy ndarray, got {type(X).__name__}")
+    if X.dtype not in (np.float32, np.float64):
+        raise ValueError(f"{name} must have dtype float32 or float64, got {X.dtype}")
+    if X.ndim == 1:
+        X = X[None, :]
+    if X.shape != shape:
+        raise ValueError(f"{name} must have shape {shape} (rows, p), got {X.shape}")
+    if not np.isfinite(X).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    return X
+
+
+def _nm_pattern(projection):
+    """``(n, m)`` from an ``NM`` projection, a tuple ``(n, m)`` or a string ``"n:m"``."""
+    if isinstance(projection, str):
+        match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", projection)
+        if match is None:
+            raise ValueError(f"projection string must look like 'n:m', got {projection!r}")
+        n, m = int(match.group(1)), int(match.group(2))
+    elif isinstance(projection, tuple) and len(projection) == 2:
+        n, m = projection
+    elif hasattr(projection, "n") and hasattr(projection, "m"):
+        n, m = projection.n, projection.m
+    else:
+        raise ValueError(f"projection must be an N:M pattern (l0reg.NM, (n, m) or 'n:m'), got {projection!r}")
+    m = check_positive_int(m, "projection m")
+    n = check_k(n, m, "projection n")
+    return n, m
+
+
+def _constraint(k, budget, projection, r, p):
+    """``(ks, n, m, total)``: per-row budgets, N:M pattern (m = 0: none), layer total (or None)."""
+    if budget not in ("row", "layer"):
+        raise ValueError(f"budget must be 'row' or 'layer', got {budget!r}")
+    if projection is not None:
+        if k is not None or budget != "row":
+            raise ValueError("give either k (with budget) or an N:M projection, not both")
+        n, m = _nm_pattern(projection)
+        per_row = n * (p // m) + min(n, p % m)
+        return np.full(r, per_row, dtype=np.int64), n, m, None
+    if k is None:
+        raise ValueError("k is required unless an N:M projection is given")
+    if budget == "layer":
+        total = check_k(k, r * p, "k (layer budget)")
+        return None, 0, 0, total
+    if isinstance(k, numbers.Integral) and not isinstance(k, (bool, np.bool_)):
+        return np.full(r, check_k(k, p), dtype=np.int64), 0, 0, None
+    ks = np.asarray(k)
+    if ks.shape != (r,) or ks.dtype.kind not in "iu":
+        raise ValueError(f"k must be an int or an integer array of length {r} (one budget per row), got {k!r}")
+    if ks.min() < 0 or ks.max() > p:
+        raise ValueError(f"per-row budgets k must lie in [0, p={p}], got range [{ks.min()}, {ks.max()}]")
+    return ks.astype(np.int64), 0, 0, None
+
+
+# --------------------------------------------------------------------------- the rows' state
+class _Rows:
+    """W, ``H(W − W̄)`` and F for all rows, and the phases that improve them."""
+
+    def __init__(self, H, C, Wbar, E, lam, ks, n, m, tol, timings):
+        self.H, self.C, self.Wbar, self.E, self.lam = H, C, Wbar, E, lam
+        self.ks, self.n, self.m, self.tol, self.timings = ks, n, m, tol, timings
+        hdiag = np.diag(H) + lam
+        self.hdiag = hdiag
+        self.scale = np.sqrt(hdiag)
+        self.inv_diag = np.where(hdiag > 0, 1.0 / np.where(hdiag > 0, hdiag, 1.0), 0.0)
+        self.n_iter = np.zeros(Wbar.shape[0], dtype=np.int64)
+        self.converged = np.zeros(Wbar.shape[0], dtype=bool)
+
+    def evaluate(self, W, rows):
+        """``(H d, F)`` of the candidate rows ``W`` for the rows ``rows``."""
+        D = W - self.Wbar[rows]
+        HD = D @ self.H
+        return HD, np.einsum("ij,ij->i", D, 0.5 * (HD + self.lam * D) - self.E[rows])
+
+    def set(self, W):
+        self.W = W
+        self.HD, self.F = self.evaluate(W, slice(None))
+
+    def offer(self, W, rows):
+        """Keep the candidate rows ``W`` where they lower F; returns the rows kept."""
+        HD, F = self.evaluate(W, rows)
+        better = F < self.F[rows]
+        kept = np.asarray(rows)[better]
+        self.W[kept], self.HD[kept], self.F[kept] = W[better], HD[better], F[better]
+        return kept
+
+    def refit(self, rows):
+        with _timed(self.timings, "refit"):
+            masks = self.W[rows] != 0
+            return self.offer(refit_rows(self.H, self.C[rows], self.Wbar[rows], self.lam, masks), rows)
+
+    def iht(self, rows, max_iter):
+        """IHT from the current rows ``rows``; each row stops on its own criterion."""
+        active = np.asarray(rows, dtype=np.int64)
+        stable = np.zeros(self.W.shape[0], dtype=np.int64)
+        with _timed(self.timings, "iht"):
+            for step in range(1, max_iter + 1):
+                if active.size == 0:
+                    break
+                if step % _RESYNC_EVERY == 0:
+                    self.HD[active], self.F[active] = self.evaluate(self.W[active], active)
+                Delta, masks0, V = directions(active, self.W, self.Wbar, self.E, self.HD, self.inv_diag,
+                                              self.scale, self.lam, self.ks, self.n, self.m)
+                W_new, HD_new, F_new = line_search_rows(
+                    self.H, active, self.W, self.Wbar, self.E, self.HD, Delta, V @ self.H, masks0, self.scale,
+                    self.lam, self.ks, self.n, self.m, _N_EVENTS, _N_SAMPLES, _MAX_CHANGES)
+                self.n_iter[active] += 1
+                better = F_new < self.F[active]
+                moved = active[better]
+                decrease = self.F[moved] - F_new[better]
+                same = ((W_new[better] != 0) == (self.W[moved] != 0)).all(axis=1)
+                stable[moved] = np.where(same, stable[moved] + 1, 0)
+                self.W[moved], self.HD[moved], self.F[moved] = W_new[better], HD_new[better], F_new[better]
+                done = np.ones(active.size, dtype=bool)
+                done[better] = (decrease <= self.tol * np.maximum(np.abs(F_new[better]), 1e-300)) | (
+                    stable[moved] >= _SUPPORT_PATIENCE)
+                self.converged[active] = done
+                active = active[~done]
+            if np.size(rows):
+                self.HD[rows], self.F[rows] = self.evaluate(self.W[rows], rows)
+
+    def local_search(self, rows, max_swaps):
+        """CD and swaps on ``rows``; returns the rows whose support changed (and improved)."""
+        with _timed(self.timings, "swap"):
+            W = self.W[rows].copy()
+            D = W - self.Wbar[rows]
+            G = self.HD[rows] - self.E[rows] + self.lam * D
+            masks = W != 0
+            values = self.F[rows].copy()
+            if self.H.shape[0] * float(masks.sum(axis=1).max(initial=0)) ** 2 <= _EXACT_SWAP_FLOPS:
+                swaps = exact_swaps_rows(self.H, self.hdiag, self.C[rows], self.Wbar[rows], W, masks, self.ks[rows],
+                                         self.n, self.m, self.lam, values, max_swaps, self.tol)
+            else:
+                swaps = local_search_rows(self.H, self.hdiag, W, G, masks, self.ks[rows], self.n, self.m,
+                                          self.lam, values, max_swaps, _N_REMOVE, self.tol)
+            kept = self.offer(np.where(masks, W, 0.0), rows)
+        logger.debug("local search: %d swaps, %d rows improved", int(swaps.sum()), kept.size)
+        return np.intersect1d(kept, np.asarray(rows)[swaps > 0])
+
+
+# --------------------------------------------------------------------------- entry point
+def solve_gram(H, W_bar, k=None, *, C=None, lam=0.0, budget="row", projection=None, max_iter=100, tol=1e-6,
+               swaps="auto"):
+    """Sparse rows ``W`` minimising each row's ``f_r(w) = ½wᵀHw − c_rᵀw + (λ/2)‖w − w̄_r‖²``.
+
+    Parameters
+    ----------
+    H : ndarray (p, p), float32 or float64
+        Symmetric positive semidefinite Gram matrix (``XᵀX`` of the calibration inputs).
+    W_bar : ndarray (r, p) or (p,), float32 or float64
+        Dense rows w̄_r (the ridge centres).
+    k : int, or int array (r,), or int with ``budget="layer"``
+        Nonzeros per row, per-row budgets, or the total over the layer.
+    C : ndarray (r, p), optional
+        Linear terms (default ``W_bar @ H``: reconstruction of the dense rows).
+    lam : float ≥ 0
+        Ridge strength λ (no 1/n factor, unlike :func:`l0reg.solve`).
+    budget : 'row' or 'layer'
+        With 'layer', ``k`` nonzeros in total and rows compete for them.
+    projection : N:M pattern, optional
+        ``l0reg.NM(n, m)``, ``(n, m)`` or ``"n:m"``: keep n of every m consecutive
+        entries of each row (instead of ``k``).
+    max_iter : int
+        IHT steps per round.
+    tol : float
+        Relative decrease of F under which a row stops.
+    swaps : 'auto', True or False
+        Coordinate descent and 1-swaps after the refits ('auto': on).
+
+    Returns
+    -------
+    GramResult
+        ``objective`` is ``f_r(w) − f_r(w̄_r)`` for each row.
+    """
+    timings = {}
+    with _timed(timings, "validate"):
+        H64 = _check_gram(H)
+        p = H64.shape[0]
+        if not isinstance(W_bar, np.ndarray):
+            raise TypeError(f"W_bar must be a numpy ndarray, got {type(W_bar).__name__}")
+        Wbar_in = _check_rows(W_bar, (W_bar.shape[0] if W_bar.ndim == 2 else 1, p), "W_bar")
+        r = Wbar_in.shape[0]
+        Wbar = np.ascontiguousarray(Wbar_in, dtype=np.float64)
+        lam = check_nonnegative(lam, "lam")
+        max_iter = check_positive_int(max_iter, "max_iter")
+        tol = check_nonnegative(tol, "tol")
+        if swaps not in ("auto", True, False):
+            raise ValueError(f"swaps must be 'auto', True or False, got {swaps!r}")
+        ks, n, m, total = _constraint(k, budget, projection, r, p)
+        WbarH = Wbar @ H64
+        if C is None:
+            C64, E = WbarH, np.zeros_like(WbarH)
+        else:
+            C64 = np.ascontiguousarray(_check_rows(C, (r, p), "C"), dtype=np.float64)
+            E = C64 - WbarH
+
+    with _timed(timings, "start"):
+        state, start = _start(H64, C64, Wbar, E, lam, ks, n, m, total, tol, timings)
+    logger.debug("start: F = %.6g", state.F.sum())
+    rows = np.arange(r)
+    max_swaps = _MAX_SWAPS if swaps else 0
+    for _ in range(_MAX_ROUNDS):
+        state.iht(rows, max_iter)
+        state.refit(rows)
+        if not max_swaps:
+            break
+        rows = state.local_search(rows, max_swaps)
+        state.refit(rows)
+        if rows.size == 0:
+            break
+
+    with _timed(timings, "finalize"):
+        coef = state.W.astype(Wbar_in.dtype)
+        _, objective = state.evaluate(coef.astype(np.float64), slice(None))
+        start_coef = start.astype(Wbar_in.dtype)
+        _, objective_start = state.evaluate(start_coef.astype(np.float64), slice(None))
+        worse = objective > objective_start
+        if total is None and worse.any():  # only by rounding to W_bar's dtype
+            coef[worse], objective[worse] = start_coef[worse], objective_start[worse]
+    if W_bar.ndim == 1:
+        coef = coef.reshape(1, p)
+    return GramResult(coef=coef, mask=coef != 0, objective=objective, objective_start=objective_start,
+                      n_iter=state.n_iter, timings=timings, converged=state.converged)
+
+
+def _start(H, C, Wbar, E, lam, ks, n, m, total, tol, timings):
+    """The better of the refitted magnitude and Wanda supports; returns ``(state, start W)``."""
+    candidates = []
+    for score in (np.abs(Wbar), np.abs(Wbar) * np.sqrt(np.diag(H))):
+        row_ks = ks if total is None else layer_counts(score, total)
+        state = _Rows(H, C, Wbar, E, lam, row_ks, n, m, tol, timings)
+        masks = row_masks(score, row_ks, n, m)
+        state.set(refit_rows(H, C, Wbar, lam, masks))
+        candidates.append(state)
+    first, second = candidates
+    if total is None:
+        second_better = second.F < first.F
+        first.W[second_better] = second.W[second_better]
+        first.HD[second_better] = second.HD[second_better]
+        first.F[second_better] = second.F[second_better]
+        return first, first.W.copy()
+    best = min(candidates, key=lambda s: s.F.sum())
+    return best, best.W.copy()
