@@ -1,4 +1,6 @@
 """Selection of the prunable weight tensors of a model and their layout as one flat vector."""
+import collections
+import dataclasses
 import fnmatch
 import logging
 import re
@@ -23,6 +25,8 @@ class PrunableParam:
     module_name: str
     module: nn.Module = field(repr=False)
     param_name: str
+    #: False if a hook on ``module`` cannot see each sample's whole gradient (see :func:`_hook_safe`).
+    hook_safe: bool = True
 
     @property
     def is_reparametrized(self):
@@ -48,16 +52,36 @@ class PrunableParam:
         return self.parameter.numel()
 
 
-#: Default targets: the layers whose weights are pruned unless ``targets`` says otherwise.
-DEFAULT_TARGETS = ("Linear", "Conv1d", "Conv2d", "Conv3d", "Conv1D")
+#: Default targets: the layers whose weights are pruned unless ``targets`` says otherwise.  ``Embedding``,
+#: ``EmbeddingBag`` and the recurrent layers (``RNN``, ``GRU``, ``LSTM``, their cells) are pruned on request.
+DEFAULT_TARGETS = ("Linear", "Conv1d", "Conv2d", "Conv3d", "Conv1D", "MultiheadAttention")
 #: Default ignore list: a language model's output head stays dense (llm-compressor's convention).
 DEFAULT_IGNORE = ("re:(.*\\.)?lm_head",)
 
-#: The prunable parameters of each supported module type (by class name, so that Hugging Face's ``Conv1D``
-#: needs no import); a type that is not listed prunes its ``weight``.
+
+def _rnn_weights(module):
+    """``weight_ih_l*``, ``weight_hh_l*`` (and LSTM's ``weight_hr_l*``) in the layer's own order."""
+    return tuple(name for name in module._flat_weights_names if name.startswith("weight_"))
+
+
+#: The prunable parameters of each supported module type, by class name (so that Hugging Face's ``Conv1D``
+#: needs no import; the first name found in the class's MRO counts): a tuple of names, or a function of the
+#: module giving them.  A type that is not listed prunes its ``weight``.  Names whose attribute is not a
+#: tensor (``in_proj_weight`` when query, key and value have their own sizes) are skipped.
 PRUNABLE_PARAMS = {
-    "MultiheadAttention": ("in_proj_weight",),
+    "MultiheadAttention": ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"),
+    "RNNBase": _rnn_weights,
+    "RNNCellBase": ("weight_ih", "weight_hh"),
 }
+
+
+def prunable_names(module):
+    """The names of the prunable tensors of ``module`` according to :data:`PRUNABLE_PARAMS`."""
+    for cls in type(module).__mro__:
+        names = PRUNABLE_PARAMS.get(cls.__name__)
+        if names is not None:
+            return tuple(names(module) if callable(names) else names)
+    return ("weight",)
 
 
 def _entries(value, name):
@@ -96,6 +120,26 @@ def _type_entry(entry):
     return isinstance(entry, type) or (entry.isidentifier() and entry[:1].isupper())
 
 
+def _tensor_owners(model):
+    """How many distinct modules hold each parameter (by ``id``): more than one for tied weights."""
+    owners = collections.Counter()
+    for module in model.modules():
+        owners.update(id(param) for param in module._parameters.values() if param is not None)
+    return owners
+
+
+def _hook_safe(modules, module_name, parameter, owners):
+    """Whether a forward hook on module ``module_name`` sees each sample's whole gradient of ``parameter``.
+
+    Not when the parameter is tied to another module (its other uses are not seen), nor when the module or
+    one that encloses it has ``batch_first=False`` (the batch is not dim 0 of the hooked input).
+    ``modules`` is ``dict(model.named_modules())``, ``owners`` the counts of :func:`_tensor_owners`.
+    """
+    parts = module_name.split(".") if module_name else []
+    enclosing = (modules[".".join(parts[:i])] for i in range(len(parts) + 1))
+    return owners[id(parameter)] == 1 and all(getattr(m, "batch_first", True) is not False for m in enclosing)
+
+
 def select_parameters(model, *, targets=DEFAULT_TARGETS, ignore=DEFAULT_IGNORE, param_name=None):
     """The prunable tensors of ``model`` selected by ``targets`` and ``ignore``, in ``named_modules()`` order.
 
@@ -105,6 +149,7 @@ def select_parameters(model, *, targets=DEFAULT_TARGETS, ignore=DEFAULT_IGNORE, 
     only name patterns, they pick among the modules of :data:`DEFAULT_TARGETS`.  A parameter is selected if
     its module matches a target and neither it nor its module matches an ``ignore`` entry.  Each module
     contributes its :data:`PRUNABLE_PARAMS` (``weight`` for most types), or ``param_name`` if given.
+    ``hook_safe`` of each result says whether per-sample kernels may be used for it (see :func:`_hook_safe`).
     """
     targets = _entries(targets, "targets")
     ignore = _entries(ignore, "ignore")
@@ -115,11 +160,12 @@ def select_parameters(model, *, targets=DEFAULT_TARGETS, ignore=DEFAULT_IGNORE, 
     if not types:
         types = list(DEFAULT_TARGETS)
     selected = []
-    for module_name, module in model.named_modules():
+    modules = dict(model.named_modules())
+    owners = _tensor_owners(model)
+    for module_name, module in modules.items():
         if not any(_matches(entry, module, [module_name]) for entry in types):
             continue
-        names = [param_name] if param_name else PRUNABLE_PARAMS.get(type(module).__name__, ("weight",))
-        for name in names:
+        for name in [param_name] if param_name else prunable_names(module):
             if not isinstance(getattr(module, name, None), torch.Tensor):
                 continue
             full = f"{module_name}.{name}" if module_name else name
@@ -128,7 +174,9 @@ def select_parameters(model, *, targets=DEFAULT_TARGETS, ignore=DEFAULT_IGNORE, 
                 continue
             if any(_matches(entry, module, keys) for entry in ignore):
                 continue
-            selected.append(PrunableParam(full, module_name, module, name))
+            pp = PrunableParam(full, module_name, module, name)
+            safe = _hook_safe(modules, module_name, pp.parameter, owners)
+            selected.append(dataclasses.replace(pp, hook_safe=safe))
     if not selected:
         raise ValueError(f"no prunable parameters selected (targets={targets!r}, ignore={ignore!r})")
     logger.debug("selected %d parameters: %s", len(selected), [pp.name for pp in selected])
