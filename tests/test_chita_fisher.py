@@ -272,10 +272,14 @@ def test_fisher_argument_errors():
         empirical_fisher(model, params, data, n_rows=0)
     with pytest.raises(ValueError, match="samples_per_row"):
         empirical_fisher(model, params, data, n_rows=2, samples_per_row=-1)
-    with pytest.raises(TypeError, match="data"):
+    with pytest.raises(ValueError, match="data: a batch must hold tensors"):
         empirical_fisher(model, params, [1, 2, 3], n_rows=1)
+    with pytest.raises(TypeError, match="data must be"):
+        empirical_fisher(model, params, 3, n_rows=1)
     with pytest.raises(ValueError, match="per-sample losses"):
-        empirical_fisher(model, params, data, n_rows=2, loss_fn=F.cross_entropy)  # reduction="mean"
+        empirical_fisher(model, params, data, n_rows=2, loss_fn=lambda out, y: out)  # (B, C), not (B,)
+    with pytest.raises(ValueError, match="non-finite"):
+        empirical_fisher(model, params, data, n_rows=2, loss_fn=lambda out, y: out.sum(dim=-1) * float("nan"))
 
 
 def test_fisher_memory_error_before_allocation(monkeypatch):
@@ -333,13 +337,13 @@ def test_fisher_restores_model_state_after_success_and_error():
 
     def failing_loss(output, target):
         batches.append(len(output))
-        if len(batches) == 2:
+        if len(batches) == 3:  # the first call checks the loss on one row
             raise RuntimeError("loss failed mid-collection")
         return F.cross_entropy(output, target, reduction="none")
 
     with torch.no_grad(), pytest.raises(RuntimeError, match="mid-collection"):
         empirical_fisher(model, params, data, n_rows=12, batch_size=4, loss_fn=failing_loss)
-    assert batches == [4, 4]
+    assert batches == [1, 4, 4]
     _assert_state(model, snapshot)
 
 

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .batches import as_tensors
+from .batches import Calibration, to_device
+from .batches import batch_size as samples_in
+from .losses import as_loss, check_losses
 from .grad_rows import row_kernel
 from .params import ParamLayout
 from .runtime import eval_mode, model_device
@@ -43,6 +44,7 @@ class FisherSample:
     grad: np.ndarray
     n_samples: int
     samples_per_row: int
+    per_sample: bool = True  # False: the loss is a batch mean, each row is one mini-batch's gradient
 
     @property
     def n_rows(self):
@@ -142,10 +144,6 @@ def _collection_state(model, layout, hooked, fallback):
             param.requires_grad_(flag)
 
 
-def _default_loss(output, target):
-    return F.cross_entropy(output, target, reduction="none")
-
-
 def _write(A, rows, cols, parts):
     """``A[rows, cols] = Σ parts`` (flattened per row), or zeros if there are no parts."""
     target = A[rows, cols]
@@ -164,13 +162,15 @@ def _grad(loss, inputs, retain_graph):
     return grads
 
 
-def _collect_batch(model, recorder, loss_fn, xb, yb, n_rows, A, row0):
-    """Forward one batch of ``n_rows * m`` samples, write its rows of ``A``; return the summed loss."""
-    losses = loss_fn(model(xb), yb)
-    if not (isinstance(losses, torch.Tensor) and losses.shape == (len(xb),)):
-        shape = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
-        raise ValueError(f"loss_fn must return per-sample losses of shape ({len(xb)},) "
-                         f"(reduction='none'), got {shape}")
+def _collect_batch(model, recorder, loss, batch, n_rows, A, row0):
+    """Forward one batch of ``n_rows * m`` samples (one row of ``m`` if the loss is a batch mean), write its
+    rows of ``A``; return the summed loss."""
+    n = samples_in(batch)
+    losses = loss.rows(model, batch)
+    if not check_losses(losses, n):
+        if n_rows != 1:
+            raise ValueError("loss_fn returned a scalar for a batch of several rows")
+        losses = losses.reshape(1).expand(n)
     row_losses = losses.reshape(n_rows, -1).mean(dim=1)
     rows = slice(row0, row0 + n_rows)
     if recorder.hooked:
@@ -196,6 +196,13 @@ def _collect_batch(model, recorder, loss_fn, xb, yb, n_rows, A, row0):
     return losses.detach().double().sum().item()
 
 
+def _per_sample(model, loss, calibration, m):
+    """Whether ``loss`` gives per-sample losses (True) or one batch mean (False), from one batch of ``m``."""
+    with torch.no_grad():
+        batch = to_device(calibration.first(m), model_device(model))
+        return check_losses(loss.rows(model, batch), samples_in(batch))
+
+
 def empirical_fisher(model, params, data, *, n_rows, samples_per_row=1, loss_fn=None, batch_size=256,
                      dtype=np.float32, order="F", out=None, max_bytes=None, seed=None, progress=False):
     """Gradient rows ``A`` (``(n_rows, p)``) of the mean loss over ``samples_per_row`` samples each.
@@ -205,9 +212,11 @@ def empirical_fisher(model, params, data, *, n_rows, samples_per_row=1, loss_fn=
     model : nn.Module, put in eval mode while collecting (its modes, ``requires_grad`` flags and ``.grad``
         are left as they were, also on error).
     params : list of :class:`PrunableParam` (or a :class:`ParamLayout`) giving the columns of ``A``.
-    data : TensorDataset or tuple ``(X, y)``; the first ``n_rows * samples_per_row`` samples are used, or a
-        random subset of that size if ``seed`` is given.
-    loss_fn : ``loss_fn(output, target) -> (N,)`` per-sample losses; default cross-entropy on logits.
+    data : ``(X, y)``, a TensorDataset, a DataLoader, an iterable of batches or a :class:`Calibration`; the
+        first ``n_rows * samples_per_row`` samples are used, or a random choice of rows if ``seed`` is given
+        (a row's samples come from one batch).
+    loss_fn : see :func:`chita_nn.core.losses.as_loss`: ``(output, target)`` or ``(model, batch)``, per-sample
+        or a batch mean (then each row is one forward of ``samples_per_row`` samples); default cross-entropy.
     batch_size : samples per forward pass (rounded down to a multiple of ``samples_per_row``, at least one row).
     dtype, order : of ``A``; ``out`` may be a preallocated ``(n_rows, p)`` array of ``dtype`` (e.g. a memmap).
     max_bytes : refuse (``MemoryError``, before allocating) if ``A`` needs more bytes; default 80% of the
@@ -222,13 +231,9 @@ def empirical_fisher(model, params, data, *, n_rows, samples_per_row=1, loss_fn=
         raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
     if order not in ("C", "F"):
         raise ValueError(f"order must be 'C' or 'F', got {order!r}")
-    X, y = as_tensors(data, "data")
+    calibration = data if isinstance(data, Calibration) else Calibration(data)
     n_samples = n_rows * m
-    if len(X) == 0:
-        raise ValueError("data is empty")
-    if len(X) < n_samples:
-        raise ValueError(f"data has {len(X)} samples but n_rows * samples_per_row = {n_rows} * {m} = "
-                         f"{n_samples} are needed")
+    index = calibration.rows(n_rows, m, seed)
 
     shape = (n_rows, layout.p)
     if out is not None:
@@ -260,25 +265,22 @@ def empirical_fisher(model, params, data, *, n_rows, samples_per_row=1, loss_fn=
     if fallback:
         logger.info("per-row autograd fallback (slower) for %s", [pp.name for pp, _ in fallback])
 
-    index = None
-    if seed is not None:
-        index = torch.from_numpy(np.random.default_rng(seed).choice(len(X), size=n_samples, replace=False))
     device = model_device(model)
-    loss_fn = _default_loss if loss_fn is None else loss_fn
-    rows_per_batch = max(1, batch_size // m)
+    loss = as_loss(loss_fn).bind(model)
     loss_sum = 0.0
     start = time.perf_counter()
     with _collection_state(model, layout, hooked, fallback) as recorder, \
             tqdm(total=n_rows, desc="empirical Fisher", unit="row", disable=not progress) as bar:
-        for row0 in range(0, n_rows, rows_per_batch):
-            rows = min(rows_per_batch, n_rows - row0)
-            take = slice(row0 * m, (row0 + rows) * m)
-            if index is not None:
-                take = index[take]
-            loss_sum += _collect_batch(model, recorder, loss_fn, X[take].to(device), y[take].to(device),
-                                       rows, A, row0)
+        per_sample = _per_sample(model, loss, calibration, m)
+        recorder.clear()
+        rows_per_batch = max(1, batch_size // m) if per_sample else 1
+        row0 = 0
+        for batch in calibration.samples(index, rows_per_batch * m):
+            rows = samples_in(batch) // m
+            loss_sum += _collect_batch(model, recorder, loss, to_device(batch, device), rows, A, row0)
+            row0 += rows
             bar.update(rows)
     logger.info("empirical Fisher %d x %d (%d samples/row) in %.2f s", n_rows, layout.p, m,
                 time.perf_counter() - start)
     return FisherSample(A=A, loss=loss_sum / n_samples, grad=A.mean(axis=0, dtype=np.float64),
-                        n_samples=n_samples, samples_per_row=m)
+                        n_samples=n_samples, samples_per_row=m, per_sample=per_sample)

@@ -1,0 +1,235 @@
+"""Losses as users have them, and ready-made ones for classifiers, causal language models and distillation.
+
+:func:`as_loss` turns what the user passed as ``loss_fn`` into a :class:`Loss`: a callable
+``loss(model, batch) -> losses`` that runs the forward pass itself and returns per-sample losses ``(B,)``
+or one scalar (the batch mean; each Fisher row is then the gradient of one mini-batch).  Accepted forms:
+
+- ``None``: cross-entropy for classifiers with integer targets (float targets are refused: pass a loss);
+- ``fn(model, batch)`` (a closure; recognised by its first parameter being named ``model``);
+- ``fn(output, target)`` (the classic form: the batch is split into inputs and target, see
+  :func:`chita_nn.core.batches.split`).
+
+A loss may have a separate Fisher form ``rows(model, batch)``: the distillation losses are zero with zero
+gradient at the dense model, so their Fisher rows are random projections of the output Jacobian
+(``∇_w ⟨f_s(w), z_s⟩``, ``z_s ~ N(0, I)``, whose second moment is the Gauss–Newton matrix ``J_sᵀJ_s``) plus
+the loss gradient.
+"""
+import copy
+import inspect
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+
+from .batches import forward, split
+
+IGNORE_INDEX = -100
+
+
+class Loss:
+    """``loss(model, batch)`` → per-sample losses ``(B,)`` or a scalar; ``rows`` is its Fisher form."""
+
+    def __init__(self, fn, description):
+        self.fn, self.description = fn, description
+
+    def __call__(self, model, batch):
+        return self.fn(model, batch)
+
+    def rows(self, model, batch):
+        return self(model, batch)
+
+    def bind(self, model):
+        """A copy ready for ``model`` (distillation keeps a frozen copy of the dense model)."""
+        return self
+
+    def __repr__(self):
+        return f"Loss({self.description})"
+
+
+def output_tensor(output, key=None):
+    """The tensor inside a model output: ``output[key]`` / ``output.key`` if given, else the logits of a
+    Hugging Face output, the ``sentence_embedding`` of a sentence-transformer, or the first element."""
+    if isinstance(output, torch.Tensor):
+        return output
+    keys = [key] if key is not None else ["logits", "sentence_embedding", "pooler_output", "last_hidden_state"]
+    for name in keys:
+        if isinstance(output, Mapping) and name in output:
+            return output[name]
+        if not isinstance(output, Mapping) and getattr(output, name, None) is not None:
+            return getattr(output, name)
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor) and key is None:
+        return output[0]
+    raise ValueError(f"cannot find {'the ' + repr(key) if key else 'a tensor'} in the model output "
+                     f"({type(output).__name__}); pass loss_fn=... that handles it")
+
+
+def check_class_targets(target, n_classes, name="loss_fn"):
+    """Targets for cross-entropy: integer class indices in ``[0, n_classes)`` (or the ignore index)."""
+    if target is None:
+        raise ValueError(f"{name}: the data has no targets; pass a loss that needs none, e.g. "
+                         f"loss_fn=chita_nn.losses.distillation()")
+    if target.is_floating_point() or target.dtype == torch.bool:
+        raise ValueError(f"{name}: the targets are {target.dtype}, not class indices; the default loss is "
+                         f"cross-entropy for classifiers: pass loss_fn=... (e.g. a per-sample MSE) for regression")
+    valid = target[target != IGNORE_INDEX]
+    if valid.numel() == 0:
+        raise ValueError(f"{name}: every target equals the ignore index {IGNORE_INDEX}: there is nothing to fit")
+    if int(valid.min()) < 0 or int(valid.max()) >= n_classes:
+        raise ValueError(f"{name}: targets must be class indices in [0, {n_classes}), got values in "
+                         f"[{int(valid.min())}, {int(valid.max())}]")
+
+
+def _mean_over_tokens(per_token, keep):
+    """Per-sample mean of ``per_token`` (B, T) over the kept tokens."""
+    keep = keep.to(per_token.dtype)
+    return (per_token * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1.0)
+
+
+def cross_entropy_output(output, target):
+    """Per-sample cross-entropy of logits ``(B, C)`` (or ``(B, T, C)`` against ``(B, T)``, averaged over the
+    tokens that are not the ignore index)."""
+    logits = output_tensor(output)
+    check_class_targets(target, logits.shape[-1])
+    target = target.to(logits.device).long()
+    if logits.dim() == 2:
+        if target.shape != logits.shape[:1]:
+            raise ValueError(f"loss_fn: targets of shape {tuple(target.shape)} for logits of shape "
+                             f"{tuple(logits.shape)}: expected ({logits.shape[0]},) class indices")
+        return F.cross_entropy(logits, target, reduction="none", ignore_index=IGNORE_INDEX)
+    per_token = F.cross_entropy(logits.flatten(0, -2), target.reshape(-1), reduction="none",
+                                ignore_index=IGNORE_INDEX).reshape(target.shape)
+    return _mean_over_tokens(per_token.reshape(len(target), -1), (target != IGNORE_INDEX).reshape(len(target), -1))
+
+
+def _output_target_loss(fn, description):
+    def loss(model, batch):
+        inputs, target = split(batch)
+        return fn(forward(model, inputs), target)
+    return Loss(loss, description)
+
+
+def cross_entropy():
+    """Cross-entropy of a classifier's logits against integer targets (per sample)."""
+    return _output_target_loss(cross_entropy_output, "cross-entropy")
+
+
+def causal_lm():
+    """Next-token loss of a causal language model, per sequence: the logits at ``t`` predict token ``t + 1``
+    of ``labels`` (default: ``input_ids``); padding (``attention_mask == 0``) and the ignore index are left out."""
+    def loss(model, batch):
+        if not isinstance(batch, Mapping) or "input_ids" not in batch:
+            raise ValueError("loss_fn: causal_lm needs dict batches with 'input_ids' (and optionally "
+                             "'attention_mask' and 'labels')")
+        inputs, labels = split(batch)
+        labels = inputs["input_ids"] if labels is None else labels
+        logits = output_tensor(forward(model, inputs))
+        shifted = labels[:, 1:].to(logits.device).long()
+        keep = shifted != IGNORE_INDEX
+        if "attention_mask" in inputs:
+            keep &= inputs["attention_mask"][:, 1:].to(logits.device).bool()
+        if not keep.any():
+            raise ValueError("loss_fn: causal_lm found no token to predict (all padding or ignore index)")
+        per_token = F.cross_entropy(logits[:, :-1].flatten(0, 1), shifted.clamp_min(0).reshape(-1),
+                                    reduction="none").reshape(shifted.shape)
+        return _mean_over_tokens(per_token, keep)
+    return Loss(loss, "causal-lm next-token cross-entropy")
+
+
+class Distillation(Loss):
+    """Distance of the model's outputs to the dense model's, per sample: ``"mse"`` (mean squared difference)
+    or ``"cosine"`` (``1 − cos``, for embeddings).  ``bind(model)`` freezes a copy of the dense model."""
+
+    KINDS = ("mse", "cosine")
+
+    def __init__(self, kind="cosine", output=None, teacher=None, seed=0):
+        if kind not in self.KINDS:
+            raise ValueError(f"kind must be one of {self.KINDS}, got {kind!r}")
+        super().__init__(self._value, f"distillation ({kind})")
+        self.kind, self.output, self.teacher, self.seed = kind, output, teacher, seed
+        self._generator = None
+
+    def bind(self, model):
+        if self.teacher is not None:
+            return self
+        teacher = copy.deepcopy(model).eval()
+        for param in teacher.parameters():
+            param.requires_grad_(False)
+        return Distillation(self.kind, self.output, teacher, self.seed)
+
+    def _outputs(self, model, batch):
+        if self.teacher is None:
+            raise RuntimeError("distillation loss used before bind(dense_model)")
+        inputs, _ = split(batch)
+        student = output_tensor(forward(model, inputs), self.output)
+        with torch.no_grad():
+            target = output_tensor(forward(self.teacher, inputs), self.output)
+        return student.reshape(len(student), -1), target.reshape(len(target), -1).to(student)
+
+    def _distance(self, student, target):
+        if self.kind == "mse":
+            return ((student - target) ** 2).mean(dim=1)
+        return 1.0 - F.cosine_similarity(student, target, dim=1)
+
+    def _value(self, model, batch):
+        return self._distance(*self._outputs(model, batch))
+
+    def rows(self, model, batch):
+        """``⟨f_s, z_s⟩ + d(f_s, t_s)``: gradient rows with second moment ≈ Gauss–Newton + gradient outer
+        product (``z_s`` scaled so that its covariance is the Hessian of ``d`` at ``f_s = t_s``)."""
+        student, target = self._outputs(model, batch)
+        if self._generator is None:
+            self._generator = torch.Generator().manual_seed(self.seed)
+        z = torch.randn(student.shape, generator=self._generator).to(student)
+        dim = student.shape[1]
+        if self.kind == "mse":
+            z = z * (2.0 / dim) ** 0.5
+        else:
+            norm = target.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            unit = target / norm
+            z = (z - (z * unit).sum(dim=1, keepdim=True) * unit) / norm
+        return (student * z).sum(dim=1) + self._distance(student, target)
+
+
+def distillation(kind="cosine", output=None, seed=0):
+    """Distillation to the dense model's outputs (for models without labels), see :class:`Distillation`."""
+    return Distillation(kind, output, seed=seed)
+
+
+def _takes_model(fn):
+    try:
+        params = [p for p in inspect.signature(fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        return False
+    return bool(params) and params[0].name == "model"
+
+
+def as_loss(loss_fn, name="loss_fn"):
+    """The :class:`Loss` for what the user passed (see the module docstring)."""
+    if loss_fn is None:
+        return _output_target_loss(cross_entropy_output, "cross-entropy (default)")
+    if isinstance(loss_fn, Loss):
+        return loss_fn
+    if not callable(loss_fn):
+        raise TypeError(f"{name} must be callable, got {type(loss_fn).__name__}")
+    if _takes_model(loss_fn):
+        return Loss(loss_fn, getattr(loss_fn, "__name__", "closure"))
+    return _output_target_loss(loss_fn, getattr(loss_fn, "__name__", "output-target loss"))
+
+
+def check_losses(losses, n_samples, name="loss_fn"):
+    """``losses`` as returned by a loss: per-sample ``(n_samples,)`` → True, a scalar → False; anything else,
+    or a non-finite value, raises ``ValueError`` naming ``name``."""
+    if not isinstance(losses, torch.Tensor):
+        raise ValueError(f"{name} must return a tensor, got {type(losses).__name__}")
+    if losses.dim() == 0:
+        per_sample = False
+    elif losses.shape == (n_samples,):
+        per_sample = True
+    else:
+        raise ValueError(f"{name} must return per-sample losses of shape ({n_samples},) (reduction='none') "
+                         f"or a scalar (the batch mean), got shape {tuple(losses.shape)}")
+    if not torch.isfinite(losses.detach()).all():
+        raise ValueError(f"{name} returned a non-finite loss (NaN or inf): check the model's weights "
+                                 f"and inputs")
+    return per_sample
