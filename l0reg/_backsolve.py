@@ -3,6 +3,8 @@
 On S, with ``d = w_S − w̄_S`` and ``r̄ = b − A_S w̄_S``, the problem is
 ``min_d ½‖r̄ − A_S d‖² + (nλ/2)‖d‖²``, solved by
 
+- a truncated SVD of the stacked ``[A_S; √(nλ) I]`` (float64 copy of A_S)
+  when ``n·|S|`` is small: exact even on near-duplicate columns;
 - Cholesky of ``A_Sᵀ A_S + nλ I`` (|S| × |S|) when |S| ≤ n, or
 - Woodbury / push-through when n < |S|: ``d = A_Sᵀ (A_S A_Sᵀ + nλ I)⁻¹ r̄``,
   an n × n system, so the cost is O(n²|S|) instead of O(|S|³).
@@ -10,18 +12,49 @@ On S, with ``d = w_S − w̄_S`` and ``r̄ = b − A_S w̄_S``, the problem is
 Gram matrices are accumulated in float64 over column blocks of ``A_S``, so a
 float32 ``A`` is never upcast as a whole; ``A_S A_Sᵀ`` comes from
 :meth:`Design.row_gram`, which updates the previous refit's product when the
-support changed little. With λ = 0 and a singular system the
-minimum-norm least-squares solution is returned.
+support changed little.
+
+Every solve is rank-revealing: singular values below ``rcond·σ_max`` (Gram
+eigenvalues below ``max(rcond², size·ε)·μ_max``) are dropped, so that on a
+rank-deficient support the minimum-norm solution is returned, never one with
+exploding coefficients. The default ``rcond = size·ε`` uses the ε of A's
+dtype: directions a float32 A cannot resolve are not fitted, as float32
+coefficients could not represent their huge values anyway.
 """
 import numpy as np
 import scipy.linalg
 
-def _solve_psd(K, rhs):
+# Refits of n·|S| ≤ this many entries factorise A_S itself (SVD) instead of its Gram matrix.
+_DIRECT_MAX_ENTRIES = 1 << 16
+
+
+def default_rcond(dtype, rows, size):
+    """Relative singular-value cutoff of a refit: ``max(rows, size)·ε(dtype)``."""
+    return max(rows, size) * float(np.finfo(dtype).eps)
+
+
+def _solve_psd(K, rhs, rcond):
+    """``K⁻¹ rhs`` for a PSD Gram matrix K: Cholesky when K is well conditioned,
+    else the pseudo-inverse from its eigenvalues above the cutoff."""
+    cutoff = max(rcond * rcond, K.shape[0] * np.finfo(float).eps) * max(float(np.max(np.diag(K))), 0.0)
     try:
-        factor = scipy.linalg.cho_factor(K, lower=True, check_finite=False)
-        return scipy.linalg.cho_solve(factor, rhs, check_finite=False)
+        factor, lower = scipy.linalg.cho_factor(K, lower=True, check_finite=False)
+        if np.min(np.diag(factor)) ** 2 > cutoff:
+            return scipy.linalg.cho_solve((factor, lower), rhs, check_finite=False)
     except np.linalg.LinAlgError:
-        return scipy.linalg.lstsq(K, rhs, check_finite=False, lapack_driver="gelsd")[0]
+        pass
+    mu, V = scipy.linalg.eigh(K, check_finite=False)
+    keep = mu > cutoff
+    return V[:, keep] @ ((V[:, keep].T @ rhs) / mu[keep])
+
+
+def _solve_direct(A_s, rbar, nlam, rcond):
+    """``argmin_d ‖r̄ − A_S d‖² + nλ‖d‖²`` by a truncated SVD (gelsd)."""
+    size = A_s.shape[1]
+    if nlam > 0:
+        A_s = np.vstack([A_s, np.sqrt(nlam) * np.eye(size)])
+        rbar = np.concatenate([rbar, np.zeros(size)])
+    return scipy.linalg.lstsq(A_s, rbar, cond=rcond, check_finite=False, lapack_driver="gelsd")[0]
 
 
 def backsolve_cost(n, size):
@@ -30,26 +63,31 @@ def backsolve_cost(n, size):
     return small * small * large + small ** 3 / 3
 
 
-def ridge_on_support(design, b, support, w_bar, nlam):
-    """``argmin_{w : supp w ⊆ S} F(w)``, returned as a dense float64 vector."""
+def ridge_on_support(design, b, support, w_bar, nlam, rcond=None):
+    """``argmin_{w : supp w ⊆ S} F(w)``, returned as a dense float64 vector
+    (``rcond``: see the module docstring)."""
     support = np.asarray(support, dtype=np.int64)
     w = np.zeros(design.p)
     if support.size == 0:
         return w
-    rbar = b - design.cols_matvec(support, w_bar[support])
+    rbar = design.residual(b, support, w_bar[support])
     n = design.n
-    if support.size <= n:
+    if rcond is None:
+        rcond = default_rcond(design.A.dtype, n, support.size)
+    if n * support.size <= _DIRECT_MAX_ENTRIES:
+        d = _solve_direct(design.cols64(support), rbar, nlam, rcond)
+    elif support.size <= n:
         G = np.zeros((support.size, support.size))
         rhs = np.zeros(support.size)
         for lo, blk in design.row_blocks(support):
             G += blk.T @ blk
             rhs += blk.T @ rbar[lo:lo + blk.shape[0]]
         G[np.diag_indices_from(G)] += nlam
-        d = _solve_psd(G, rhs)
+        d = _solve_psd(G, rhs, rcond)
     else:
         K = design.row_gram(support).copy()
         K[np.diag_indices_from(K)] += nlam
-        y = _solve_psd(K, rbar)
+        y = _solve_psd(K, rbar, rcond)
         d = np.empty(support.size)
         for lo, idx, blk in design.column_blocks(support):
             d[lo:lo + idx.size] = blk.T @ y

@@ -6,7 +6,8 @@ For a support S the best ``w`` with ``supp w ⊆ S`` solves the normal equations
 
 i.e. the least-squares problem ``min ‖[A_S; √(nλ) I] w_S − [b; √(nλ) w̄_S]‖²``,
 which is solved here by a QR factorisation of the stacked matrix (batched over
-many supports; minimum-norm ``lstsq`` for rank-deficient systems when λ = 0).
+many supports; a truncated SVD, i.e. the minimum-norm solution, for systems
+whose R has a diagonal ratio below ``rcond``, which can only happen when λ = 0).
 The coordinates outside S still contribute ``(nλ/2) w̄_j²`` to F.
 
 Adding a coordinate to S never increases the minimum (its value may stay 0),
@@ -17,7 +18,7 @@ import math
 
 import numpy as np
 
-from ._validation import check_positive_int, check_problem
+from ._validation import check_indices, check_positive_int, check_problem
 
 # Elements of the stacked (supports × rows × k) matrices factorised at once.
 _BATCH_ELEMENTS = 1 << 21
@@ -36,9 +37,7 @@ def _as_float64(A, b, lam, w_bar):
 def solve_on_support(A, b, support, lam=0.0, w_bar=None):
     """Exact ``argmin {F(w) : supp w ⊆ support}``; returns ``(w, F(w))`` in float64."""
     A, b, _, lam, w_bar, _ = check_problem(A, b, 0, lam, w_bar)
-    support = np.unique(np.asarray(support, dtype=np.int64))
-    if support.size and (support[0] < 0 or support[-1] >= A.shape[1]):
-        raise ValueError(f"support indices must lie in [0, {A.shape[1]}), got {support}")
+    support = check_indices(support, A.shape[1], "support")
     A, b, nlam, w_bar = _as_float64(A, b, lam, w_bar)
     w = np.zeros(A.shape[1])
     if support.size:
@@ -52,8 +51,19 @@ def solve_on_support(A, b, support, lam=0.0, w_bar=None):
     return w, _objective64(A, b, w, nlam, w_bar)
 
 
-def _solve_batch(A, b, nlam, w_bar, supports):
-    """Best values on each support of ``supports`` (m × k); returns (m × k) values and F."""
+def _truncated_solve(M, rhs, rcond):
+    """Minimum-norm least squares on each system of the batch ``M`` (m × rows × k),
+    singular values below ``rcond·σ_max`` dropped."""
+    u, sv, vt = np.linalg.svd(M, full_matrices=False)
+    inv = np.where(sv > rcond * sv[:, :1], 1.0 / np.where(sv > 0, sv, 1.0), 0.0)
+    return np.einsum("mjk,mj->mk", vt, inv * np.einsum("mij,mi->mj", u, rhs))
+
+
+def _solve_batch(A, b, nlam, w_bar, supports, rcond=None):
+    """Best values on each support of ``supports`` (m × k); returns (m × k) values and F.
+
+    ``rcond`` (default ``max(rows, k)·ε``) is the relative singular-value cutoff.
+    """
     m, k = supports.shape
     n = A.shape[0]
     A_s = np.moveaxis(A[:, supports], 0, 1)  # m × n × k
@@ -62,16 +72,18 @@ def _solve_batch(A, b, nlam, w_bar, supports):
         root = math.sqrt(nlam)
         A_s = np.concatenate([A_s, np.broadcast_to(root * np.eye(k), (m, k, k))], axis=1)
         rhs = np.concatenate([rhs, root * w_bar[supports]], axis=1)
+    if rcond is None:
+        rcond = max(A_s.shape[1:]) * np.finfo(float).eps
     if A_s.shape[1] < k:  # fewer rows than unknowns (λ = 0): every system is singular
         values, deficient = np.empty((m, k)), np.ones(m, dtype=bool)
     else:
         q, r = np.linalg.qr(A_s)
         diag = np.abs(np.diagonal(r, axis1=1, axis2=2))
-        deficient = diag.min(axis=1) <= max(A_s.shape[1:]) * np.finfo(float).eps * diag.max(axis=1)
-        r[deficient] = np.eye(k)  # placeholders: those supports are re-solved by lstsq below
+        deficient = diag.min(axis=1) <= rcond * diag.max(axis=1)
+        r[deficient] = np.eye(k)  # placeholders: those supports are re-solved below
         values = np.linalg.solve(r, np.einsum("mik,mi->mk", q, rhs)[..., None])[..., 0]
-    for i in np.flatnonzero(deficient):
-        values[i] = np.linalg.lstsq(A_s[i], rhs[i], rcond=None)[0]
+    if deficient.any():
+        values[deficient] = _truncated_solve(A_s[deficient], rhs[deficient], rcond)
     resid = b - np.einsum("mik,mk->mi", A_s[:, :n], values)
     dev = values - w_bar[supports]
     wb_s = w_bar[supports]
@@ -94,16 +106,23 @@ def brute_force(A, b, k, lam=0.0, w_bar=None, *, max_supports=10_000_000):
         raise ValueError(f"k={k} gives C({p}, {k}) = {count} supports, more than max_supports={max_supports}")
     A, b, nlam, w_bar = _as_float64(A, b, lam, w_bar)
     w = np.zeros(p)
-    if k == 0:
-        return w, _objective64(A, b, w, nlam, w_bar)
+    if k > 0:
+        support, values = best_of_all_supports(A, b, nlam, w_bar, k)
+        w[support] = values
+    return w, _objective64(A, b, w, nlam, w_bar)
+
+
+def best_of_all_supports(A, b, nlam, w_bar, k, rcond=None):
+    """``(support, values)`` minimising F over all supports of size ``k ≥ 1``
+    (float64 data; ``rcond`` as in ``_solve_batch``)."""
+    n, p = A.shape
     batch = max(1, _BATCH_ELEMENTS // ((n + k) * k))
     combos = itertools.combinations(range(p), k)
     best_value, best_support, best_values = np.inf, None, None
     while chunk := list(itertools.islice(combos, batch)):
         supports = np.array(chunk, dtype=np.int64)
-        values, objectives = _solve_batch(A, b, nlam, w_bar, supports)
+        values, objectives = _solve_batch(A, b, nlam, w_bar, supports, rcond)
         i = int(np.argmin(objectives))
         if objectives[i] < best_value:
             best_value, best_support, best_values = objectives[i], supports[i], values[i]
-    w[best_support] = best_values
-    return w, _objective64(A, b, w, nlam, w_bar)
+    return best_support, best_values

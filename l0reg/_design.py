@@ -4,6 +4,11 @@
 ``A`` so that a float32 matrix is never upcast) or to a Numba kernel chosen for
 the memory layout (restricted products over a column subset). It never copies
 or writes into ``A``; vectors handed back are float64.
+
+A design may stand for ``Â = A / s`` with a power of two ``s`` (see
+:func:`matrix_scale`): every product is then scaled by ``1/s`` (exactly), so
+that quadratic quantities such as ``‖â_j‖²`` or Gram blocks neither overflow
+nor underflow whatever the magnitude of ``A``.
 """
 import numpy as np
 
@@ -24,11 +29,18 @@ _PARALLEL_MIN_WORK = 1 << 18
 _BLOCK = 2048
 
 
-class Design:
-    """Wrap ``A`` (n × p, float32/float64, C or Fortran order)."""
+def matrix_scale(A):
+    """The power of two ``s`` with ``max|A| / s`` in [0.5, 1) (1 for a zero matrix)."""
+    peak = float(kern.max_abs(A.reshape(-1, order="A")))
+    return float(np.ldexp(1.0, int(np.frexp(peak)[1]))) if peak > 0 else 1.0
 
-    def __init__(self, A):
+
+class Design:
+    """Wrap ``A`` (n × p, float32/float64, C or Fortran order) as ``Â = A / scale``."""
+
+    def __init__(self, A, scale=1.0):
         self.A = A
+        self.scale, self.inv = scale, 1.0 / scale
         self.n, self.p = A.shape
         self.fortran = bool(A.flags.f_contiguous) and not (A.flags.c_contiguous and self.n > 1)
         self._col_sq = None
@@ -40,28 +52,41 @@ class Design:
 
     # ------------------------------------------------------------------ full products
     def rmatvec(self, r):
-        """``Aᵀ r`` (BLAS, in A's dtype), returned as float64."""
-        return (self.A.T @ r.astype(self.A.dtype, copy=False)).astype(np.float64, copy=False)
+        """``Âᵀ r`` (BLAS, in A's dtype), returned as float64."""
+        return self._scaled((self.A.T @ r.astype(self.A.dtype, copy=False)).astype(np.float64, copy=False))
 
     def matvec(self, x):
-        """``A x`` (BLAS, in A's dtype), returned as float64."""
-        return (self.A @ x.astype(self.A.dtype, copy=False)).astype(np.float64, copy=False)
+        """``Â x`` (BLAS, in A's dtype), returned as float64."""
+        return self._scaled((self.A @ x.astype(self.A.dtype, copy=False)).astype(np.float64, copy=False))
+
+    def _scaled(self, v):
+        if self.inv != 1.0:
+            v *= self.inv
+        return v
 
     # ------------------------------------------------------------------ restricted products
-    def cols_matvec(self, idx, x):
-        """``A[:, idx] @ x`` without forming ``A[:, idx]``."""
+    def cols_matvec(self, idx, x, exact=False):
+        """``Â[:, idx] @ x`` without forming ``Â[:, idx]``.
+
+        With ``exact`` the products are always accumulated in float64 (no
+        float32 BLAS), for objective values that are compared or reported.
+        """
         idx = np.ascontiguousarray(idx, dtype=np.int64)
         x = np.ascontiguousarray(x, dtype=np.float64)
-        if idx.size > _DENSE_FRACTION["matvec"] * self.p:
+        if not exact and idx.size > _DENSE_FRACTION["matvec"] * self.p:
             dense = np.zeros(self.p, dtype=self.A.dtype)
             dense[idx] = x
             return self.matvec(dense)
         out = np.empty(self.n)
         (kern.cols_matvec_f if self.fortran else kern.cols_matvec_c)(self.A, idx, x, out)
-        return out
+        return self._scaled(out)
+
+    def residual(self, b, idx, x):
+        """``b − Â[:, idx] @ x`` accumulated in float64 (see ``cols_matvec``)."""
+        return b - self.cols_matvec(idx, x, exact=True)
 
     def cols_rmatvec(self, idx, r):
-        """``A[:, idx].T @ r`` without forming ``A[:, idx]``."""
+        """``Â[:, idx].T @ r`` without forming ``Â[:, idx]``."""
         idx = np.ascontiguousarray(idx, dtype=np.int64)
         r = np.ascontiguousarray(r, dtype=np.float64)
         if not self.fortran and idx.size > _DENSE_FRACTION["rmatvec_c"] * self.p:
@@ -69,21 +94,37 @@ class Design:
         out = np.empty(idx.size)
         kernel = kern.cols_rmatvec
         (kernel.parallel if self.n * idx.size >= _PARALLEL_MIN_WORK else kernel)(self.A, idx, r, out)
-        return out
+        return self._scaled(out)
 
     def add_cols(self, idx, coef, out):
-        """``out += A[:, idx] @ coef`` (in place for a few columns, else one restricted product)."""
+        """``out += Â[:, idx] @ coef`` (in place for a few columns, else one restricted product)."""
         if len(idx) > _FEW_COLUMNS:
             out += self.cols_matvec(idx, coef)
             return
         kern.add_cols(self.A, np.ascontiguousarray(idx, dtype=np.int64),
-                      np.ascontiguousarray(coef, dtype=np.float64), out)
+                      np.ascontiguousarray(coef, dtype=np.float64) * self.inv, out)
 
     def take_cols(self, idx):
         """A Fortran-ordered copy of ``A[:, idx]`` (O(n·|idx|) memory, written once)."""
         out = np.empty((self.n, len(idx)), dtype=self.A.dtype, order="F")
         for lo in range(0, len(idx), 256):  # blocks keep the temporaries small
             out[:, lo:lo + 256] = self.A[:, idx[lo:lo + 256]]
+        return out
+
+    def subset(self, idx):
+        """The design of the columns ``idx`` (a copy, see ``take_cols``), with the same scale."""
+        return Design(self.take_cols(idx), self.scale)
+
+    def cols64(self, idx):
+        """``Â[:, idx]`` as a float64 array (small column sets only)."""
+        return self.A[:, idx].astype(np.float64) * self.inv
+
+    def gram_cols(self, idx):
+        """``Âᵀ Â[:, idx]`` (p × |idx|, float64, accumulated over column blocks of Â)."""
+        right = self.cols64(idx)
+        out = np.empty((self.p, right.shape[1]))
+        for lo, cols, blk in self.column_blocks(np.arange(self.p)):
+            out[lo:lo + cols.size] = blk.T @ right
         return out
 
     def row_gram(self, support):
@@ -107,15 +148,15 @@ class Design:
         return K
 
     def column_blocks(self, support):
-        """``(offset, idx, A[:, idx] as float64)`` over consecutive chunks ``idx`` of ``support``."""
+        """``(offset, idx, Â[:, idx] as float64)`` over consecutive chunks ``idx`` of ``support``."""
         for lo in range(0, len(support), _BLOCK):
             idx = support[lo:lo + _BLOCK]
-            yield lo, idx, self.A[:, idx].astype(np.float64)
+            yield lo, idx, self._scaled(self.A[:, idx].astype(np.float64))
 
     def row_blocks(self, support):
-        """``(offset, A[rows, support] as float64)`` over consecutive chunks of rows."""
+        """``(offset, Â[rows, support] as float64)`` over consecutive chunks of rows."""
         for lo in range(0, self.n, _BLOCK):
-            yield lo, self.A[lo:lo + _BLOCK, support].astype(np.float64)
+            yield lo, self._scaled(self.A[lo:lo + _BLOCK, support].astype(np.float64))
 
     def _outer(self, idx):
         K = np.zeros((self.n, self.n))
@@ -124,15 +165,15 @@ class Design:
         return K
 
     def col_sq(self):
-        """``‖a_j‖²`` for every column (computed once, cached)."""
+        """``‖â_j‖²`` for every column (computed once, cached)."""
         if self._col_sq is None:
             out = np.empty(self.p)
             if self.fortran:
-                kern.column_norms_sq(self.A, out)
+                kern.column_norms_sq(self.A, self.inv, out)
             else:
                 out[:] = 0.0
                 for lo in range(0, self.n, 8):  # 8 rows at a time: O(p) temporary memory
-                    blk = self.A[lo:lo + 8].astype(np.float64)
+                    blk = self._scaled(self.A[lo:lo + 8].astype(np.float64))
                     out += np.einsum("ij,ij->j", blk, blk)
             self._col_sq = out
         return self._col_sq

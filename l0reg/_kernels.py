@@ -199,8 +199,9 @@ def topk_path_events(w, g, support, rays, max_events):
 
 # --------------------------------------------------------------------------- coordinate descent
 @njit(cache=True)
-def cd_sweep(A, idx, w, w_bar, r, col_sq, nlam):
-    """One cyclic sweep of exact coordinate minimisation over ``idx``.
+def cd_sweep(A, inv, idx, w, w_bar, r, col_sq, nlam):
+    """One cyclic sweep of exact coordinate minimisation over ``idx``, for the
+    design ``inv · A`` (``col_sq`` are its squared column norms).
 
     For coordinate j: ``w_j ← (a_jᵀ r + ‖a_j‖² w_j + nλ w̄_j) / (‖a_j‖² + nλ)``,
     with the residual ``r = b − A w`` updated in place. Returns the decrease of F.
@@ -215,12 +216,14 @@ def cd_sweep(A, idx, w, w_bar, r, col_sq, nlam):
         dot = 0.0
         for i in range(n):
             dot += A[i, j] * r[i]
+        dot *= inv
         old = w[j]
         new = (dot + col_sq[t] * old + nlam * w_bar[j]) / denom
         delta = new - old
         if delta != 0.0:
+            step = delta * inv
             for i in range(n):
-                r[i] -= A[i, j] * delta
+                r[i] -= A[i, j] * step
             w[j] = new
             decrease += 0.5 * denom * delta * delta
     return decrease
@@ -247,12 +250,28 @@ def insertion_gains(h, gram_col, w_i, w_bar, col_sq, nlam, in_support, gain, val
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def column_norms_sq(A, out):
-    """``out_j = ‖a_j‖²`` for every column (any layout)."""
+def column_norms_sq(A, inv, out):
+    """``out_j = ‖inv · a_j‖²`` for every column (any layout), squares in float64."""
     n, p = A.shape
     for j in prange(p):
         acc = 0.0
         for i in range(n):
-            v = A[i, j]
+            v = A[i, j] * inv
             acc += v * v
         out[j] = acc
+
+
+@njit(cache=True, parallel=True)
+def max_abs(x):
+    """``max_i |x_i|`` of a 1-D array (chunks reduced in parallel)."""
+    chunk = 1 << 16
+    nchunks = (x.shape[0] + chunk - 1) // chunk
+    partial = np.zeros(nchunks)
+    for c in prange(nchunks):
+        m = 0.0
+        for i in range(c * chunk, min(x.shape[0], (c + 1) * chunk)):
+            v = abs(x[i])
+            if v > m:
+                m = v
+        partial[c] = m
+    return partial.max() if nchunks else 0.0

@@ -31,7 +31,7 @@ def cd_polish(design, w, r, w_bar, nlam, support, *, max_sweeps, tol):
     col_sq = design.col_sq()[support]
     sweeps = 0
     for sweeps in range(1, max_sweeps + 1):
-        decrease = kern.cd_sweep(design.A, support, w, w_bar, r, col_sq, nlam)
+        decrease = kern.cd_sweep(design.A, design.inv, support, w, w_bar, r, col_sq, nlam)
         if decrease <= tol * max(objective_from_residual(r, w, w_bar, nlam), np.finfo(float).tiny):
             break
     return sweeps
@@ -70,14 +70,13 @@ class _GramColumns:
     def prefetch(self, idx):
         missing = [i for i in idx if i not in self.cache][: max(0, self.capacity - len(self.cache))]
         if missing:
-            A = self.design.A
-            block = (A.T @ A[:, missing]).astype(np.float64, copy=False)
+            block = self.design.gram_cols(missing)
             self.cache.update((i, np.ascontiguousarray(block[:, t])) for t, i in enumerate(missing))
 
     def __getitem__(self, i):
         if i in self.cache:
             return self.cache[i]
-        return self.design.rmatvec(np.asarray(self.design.A[:, i], dtype=np.float64))
+        return self.design.rmatvec(self.design.cols64([i])[:, 0])
 
 
 # Exact swap scoring may spend this many flops per removed coordinate (beyond

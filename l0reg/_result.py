@@ -24,6 +24,9 @@ class SolveResult:
         Seconds spent per phase (``"init"``, ``"iht"``, ``"backsolve"``, ``"swap"``, ...).
     converged : bool
         Whether the stopping tolerance was reached before ``max_iter``.
+    certified_optimal : bool
+        True only when every support of size k was enumerated (small problems,
+        ``TopK``): ``support`` is then a global minimiser (up to round-off).
     """
 
     coef: np.ndarray
@@ -33,8 +36,9 @@ class SolveResult:
     n_iter: int = 0
     timings: dict = field(default_factory=dict)
     converged: bool = False
+    certified_optimal: bool = False
 
     def __repr__(self):
         return (f"SolveResult(k={self.support.size}, objective={self.objective:.6g}, "
-                f"n_iter={self.n_iter}, converged={self.converged}, "
+                f"n_iter={self.n_iter}, converged={self.converged}, certified={self.certified_optimal}, "
                 f"time={sum(self.timings.values()):.3g}s)")

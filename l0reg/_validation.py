@@ -11,17 +11,31 @@ import numpy as np
 _FLOAT_DTYPES = (np.float32, np.float64)
 
 
+def _plain_array(x, name):
+    """``x`` as a base-class ndarray in native byte order: ``np.matrix`` is
+    viewed as an ndarray, a non-native byte order is converted (a copy);
+    masked arrays are refused (their mask would be dropped silently)."""
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array; fill or compress it first (e.g. {name}.filled())")
+    arr = np.asarray(x)
+    if arr.dtype.byteorder not in "=|" and arr.dtype.kind in "fiuc":
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return arr
+
+
 def check_matrix(A, name="A"):
     """Return ``A`` as a 2-D float32/float64 ndarray without copying it.
 
     Integer, boolean and complex matrices are refused instead of being upcast
     silently: for the large matrices this library is meant for, a hidden copy
-    would double the memory footprint.
+    would double the memory footprint. ``np.matrix`` is viewed as an ndarray
+    and a non-native byte order converted (see ``_plain_array``).
     """
     if not isinstance(A, np.ndarray):
         if hasattr(A, "toarray") or hasattr(A, "tocsr"):
             raise TypeError(f"{name} must be a dense numpy array; sparse matrices are not supported")
         raise TypeError(f"{name} must be a numpy ndarray, got {type(A).__name__}")
+    A = _plain_array(A, name)
     if A.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {A.shape}")
     if A.dtype not in _FLOAT_DTYPES:
@@ -50,7 +64,7 @@ def _all_finite(x):
 
 def check_vector(v, length, dtype, name):
     """Return ``v`` as a finite 1-D array of ``dtype`` and the given length."""
-    arr = np.asarray(v)
+    arr = _plain_array(v, name)
     if arr.dtype.kind not in "fiu" or arr.dtype == np.float16:
         if arr.dtype.kind == "c":
             raise ValueError(f"{name} must be real-valued, got complex dtype {arr.dtype}")
@@ -76,6 +90,21 @@ def check_k(k, n_features, name="k"):
     if k < 0 or k > n_features:
         raise ValueError(f"{name} must be in [0, n_features={n_features}], got {k}")
     return k
+
+
+def check_indices(idx, n_features, name):
+    """Return ``idx`` as sorted unique int64 indices in ``[0, n_features)``
+    (float indices are refused rather than truncated)."""
+    arr = _plain_array(idx, name)
+    if arr.size == 0:
+        return np.empty(0, dtype=np.int64)
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"{name} must contain integer indices, got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.min() < 0 or arr.max() >= n_features:
+        raise ValueError(f"{name} indices must lie in [0, {n_features}), got {arr}")
+    return np.unique(arr.astype(np.int64))
 
 
 def check_nonnegative(x, name):

@@ -14,6 +14,22 @@ logger = logging.getLogger(__name__)
 _FLOAT_DTYPES = [np.float64, np.float32]
 
 
+def check_numeric(x, name):
+    """Refuse string data and object data that are not numbers, naming ``x``
+    (numeric object arrays pass: scikit-learn converts them)."""
+    dtype = getattr(x, "dtype", None)
+    if not isinstance(dtype, np.dtype):  # lists, data frames, extension dtypes
+        dtype = np.asarray(x).dtype
+    if dtype.kind not in "OUS":
+        return
+    if dtype.kind in "US":
+        raise ValueError(f"{name} has string dtype {dtype}; convert it to numbers explicitly")
+    try:
+        np.asarray(x).astype(np.float64)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{name} must contain numbers only: {err}") from err
+
+
 def centred_problem(X, y, sample_weight, fit_intercept):
     """Reduce a (weighted, intercept-fitting) fit to ``min ½‖b − A w‖²``.
 
@@ -56,9 +72,17 @@ class L0LinearModel(RegressorMixin, BaseEstimator):
         self.n_iter_ = result.n_iter
         self.intercept_ = y_offset - float(x_offset.astype(np.float64) @ result.coef) if fit_intercept else 0.0
 
+    def _validate_xy(self, X, y):
+        """``(X, y)`` as float arrays (y in the dtype of X), numeric data only."""
+        check_numeric(X, "X")
+        check_numeric(y, "y")
+        X, y = validate_data(self, X, y, dtype=_FLOAT_DTYPES, y_numeric=True)
+        return X, np.asarray(y, dtype=X.dtype)
+
     def predict(self, X):
         """``X @ coef_ + intercept_``."""
         check_is_fitted(self)
+        check_numeric(X, "X")
         X = validate_data(self, X, reset=False, dtype=_FLOAT_DTYPES)
         return X @ self.coef_ + self.intercept_
 
@@ -129,8 +153,7 @@ class L0RidgeRegressor(L0LinearModel):
 
     def fit(self, X, y, sample_weight=None):
         """Fit the model; returns ``self``."""
-        X, y = validate_data(self, X, y, dtype=_FLOAT_DTYPES, y_numeric=True)
-        y = np.asarray(y, dtype=X.dtype)
+        X, y = self._validate_xy(X, y)
         n_samples, p = X.shape
         k = min(check_nonnegative_int(self.k, "k"), p)
         lam = check_nonnegative(self.lam, "lam")

@@ -5,10 +5,9 @@ import numpy as np
 from sklearn.metrics import check_scoring, get_scorer
 from sklearn.model_selection import check_cv
 from sklearn.utils.parallel import Parallel, delayed
-from sklearn.utils.validation import validate_data
 
 from ._validation import check_ks, check_matrix, check_nonnegative, check_vector
-from .estimator import _FLOAT_DTYPES, L0LinearModel, L0RidgeRegressor, centred_problem
+from .estimator import L0LinearModel, L0RidgeRegressor, centred_problem
 from .solver import solve
 
 logger = logging.getLogger(__name__)
@@ -63,8 +62,9 @@ class L0RidgeCV(L0LinearModel):
     Parameters
     ----------
     ks : sequence of int, default=None
-        Increasing candidate sparsity levels in ``[0, n_features]``;
-        ``range(1, min(n_features, 20) + 1)`` when None.
+        Increasing candidate sparsity levels ``>= 0``; levels above
+        ``n_features`` are clipped to it. ``range(1, min(n_features, 20) + 1)``
+        when None.
     lam, fit_intercept, w_bar, max_iter, tol, active_set, swaps :
         As in :class:`L0RidgeRegressor` (λ is per sample, so it means the same
         on a fold as on all rows).
@@ -103,10 +103,11 @@ class L0RidgeCV(L0LinearModel):
 
     def fit(self, X, y):
         """Select ``k_`` by cross-validation and refit on all rows; returns ``self``."""
-        X, y = validate_data(self, X, y, dtype=_FLOAT_DTYPES, y_numeric=True)
-        y = np.asarray(y, dtype=X.dtype)
+        X, y = self._validate_xy(X, y)
         p = X.shape[1]
-        ks = check_ks(range(1, min(p, _DEFAULT_MAX_K) + 1) if self.ks is None else self.ks, p)
+        ks = range(1, min(p, _DEFAULT_MAX_K) + 1) if self.ks is None else self.ks
+        # Sparsity levels above n_features are clipped to it (the constraint is then inactive).
+        ks = sorted({min(k, p) for k in check_ks(ks, np.inf)})
         lam = check_nonnegative(self.lam, "lam")
         w_bar = None if self.w_bar is None else check_vector(self.w_bar, p, X.dtype, "w_bar")
         solve_kwargs = L0RidgeRegressor(max_iter=self.max_iter, tol=self.tol, active_set=self.active_set,

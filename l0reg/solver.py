@@ -8,8 +8,13 @@ Pipeline (each phase timed in ``SolveResult.timings``):
    changes anything;
 4. when affordable (small problems): 1-swap local search, each swap followed
    by a refit, and the whole local search repeated from a forward-greedy
-   support and from the projected unconstrained ridge solution; the best
-   result is returned.
+   support and from the projected unconstrained ridge solution; when the
+   supports are few enough, enumeration of all of them instead (``_exhaustive``);
+5. the best of the result and of the baselines (0, the start, magnitude
+   supports refitted), compared by exact F once rounded (``_safeguard``).
+
+The phases work on the problem rescaled by powers of two (``_scaling``), so
+that neither the magnitude of A nor that of b matters.
 """
 import logging
 import time
@@ -18,8 +23,9 @@ from functools import partial
 
 import numpy as np
 
+from . import _exhaustive
 from . import _kernels as kern
-from ._design import Design
+from ._design import Design, matrix_scale
 from ._backsolve import backsolve_cost, ridge_on_support
 from ._greedy import forward_greedy
 from ._iht import gradient, iht, jacobi_scale
@@ -27,6 +33,8 @@ from ._linesearch import line_search
 from ._local_search import objective_from_residual, refit_support, swap_search
 from ._pattern_swaps import pattern_swap_search, swap_pass_cost
 from ._result import SolveResult
+from ._safeguard import best_candidate, magnitude_refits
+from ._scaling import Scaling, exact_objective
 from ._threads import blas_threads_for
 from ._validation import check_nonnegative, check_positive_int, check_problem, check_vector
 from .projection import TopK, bound_projection
@@ -53,11 +61,15 @@ _SUPPORT_PATIENCE = 5
 
 
 def objective(A, b, w, lam=0.0, w_bar=None):
-    """``F(w) = ½‖b − A w‖² + (nλ/2)‖w − w̄‖²`` with n = ``A.shape[0]``."""
-    A, b, _, lam, w_bar, w = check_problem(A, b, 0, lam, w_bar, w)
-    design = Design(A)
-    r = b.astype(np.float64) - design.matvec(w)
-    return objective_from_residual(r, w.astype(np.float64), w_bar.astype(np.float64), A.shape[0] * lam)
+    """``F(w) = ½‖b − A w‖² + (nλ/2)‖w − w̄‖²`` with n = ``A.shape[0]``, in float64
+    (residual accumulated in float64, the problem rescaled by powers of two)."""
+    A, b, _, lam, w_bar, _ = check_problem(A, b, 0, lam, w_bar)
+    w = check_vector(w, A.shape[1], np.float64, "w")
+    design = Design(A, matrix_scale(A))
+    scaling = Scaling(design, b, w_bar)
+    value = exact_objective(design, scaling.data(b), scaling.coef(w), scaling.coef(w_bar),
+                            scaling.penalty(A.shape[0] * lam))
+    return scaling.objective(value)
 
 
 @contextmanager
@@ -192,7 +204,7 @@ def _solve_active_set(full, design, projection, max_iter, backsolve, work_size, 
     converged = False
     while True:
         with _timed(full.timings, "active_set"):
-            sub = _Problem(Design(design.take_cols(W)), projection.restrict(W), full.b,
+            sub = _Problem(design.subset(W), projection.restrict(W), full.b,
                            full.w_bar[W], full.nlam, full.tol, full.timings, [])
             sub.start(full.w[W].copy())
         sub.descend(max_iter - full.n_iter, backsolve, [rival[W] for rival in rivals])
@@ -231,7 +243,7 @@ def _solve_active_set(full, design, projection, max_iter, backsolve, work_size, 
 
 
 def solve(A, b, k=None, *, lam=0.0, w_bar=None, w_init=None, projection=None, max_iter=200, tol=1e-7,
-          active_set="auto", swaps="auto", backsolve=True):
+          active_set="auto", swaps="auto", backsolve=True, exhaustive="auto"):
     """Minimise ``½‖b − A w‖² + (nλ/2)‖w − w̄‖²`` subject to ``‖w‖₀ ≤ k``.
 
     Parameters
@@ -262,32 +274,48 @@ def solve(A, b, k=None, *, lam=0.0, w_bar=None, w_init=None, projection=None, ma
         other constraints, exact refits of the projection's swap moves).
     backsolve : bool
         Refit the values on the final support exactly.
+    exhaustive : 'auto' or False
+        With ``TopK`` and at most a few thousand supports of size k (and little
+        work per support), minimise over all of them (the result is then
+        ``certified_optimal``) instead of the swap search; False never does.
 
     Returns
     -------
     SolveResult
+        Its ``coef`` is the best of the search's result, 0, the start and the
+        magnitude supports of the start and of w̄ refitted (the latter on
+        small problems), by exact F of the coefficients as returned;
+        ``objective`` is recomputed from ``coef``.
     """
     A, b, _, lam, w_bar, w_init = check_problem(A, b, 0, lam, w_bar, w_init)
     projection = bound_projection(projection, k, A.shape[1])
     k = projection.size
     with blas_threads_for(A.size):
-        return _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, swaps, backsolve)
+        return _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, swaps, backsolve,
+                      exhaustive)
 
 
-def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, swaps, backsolve):
+def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, swaps, backsolve, exhaustive):
     """:func:`solve` after the problem's arrays are validated (and under its BLAS thread setting)."""
     max_iter = check_positive_int(max_iter, "max_iter")
     tol = check_nonnegative(tol, "tol")
     active_set = _check_choice(active_set, "active_set")
     swaps = _check_choice(swaps, "swaps")
+    if exhaustive not in ("auto", False):
+        raise ValueError(f"exhaustive must be 'auto' or False, got {exhaustive!r}")
     n, p = A.shape
 
     timings, history = {}, []
-    design = Design(A)
-    nlam = n * lam
-    w_bar64 = w_bar.astype(np.float64)
-    b64 = b.astype(np.float64)
-    w0 = w_bar64 if w_init is None else check_vector(w_init, p, np.float64, "w_init")
+    with _timed(timings, "init"):
+        # Internally: F̂ on Â = A/s, b̂ = b/t (powers of two; see _scaling).
+        design = Design(A, matrix_scale(A))
+        scaling = Scaling(design, b, w_bar)
+        nlam = scaling.penalty(n * lam)
+        w_bar64 = scaling.coef(w_bar)
+        b64 = scaling.data(b)
+        w0 = w_bar64 if w_init is None else scaling.coef(w_init)
+    enumerate_all = (exhaustive == "auto" and isinstance(projection, TopK)
+                     and _exhaustive.affordable(n, p, k))
     # Structured constraints: the exact search over the projection's own swap moves.
     local_search, swap_cost = swap_search, _local_search_cost(n, p, k)
     if not isinstance(projection, TopK):
@@ -295,7 +323,8 @@ def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, s
         swap_cost += swap_pass_cost(n, projection)
     if swaps is True and not np.isfinite(swap_cost):
         raise ValueError(f"swaps=True, but {projection!r} has no swap move")
-    run_swaps = k > 0 and (swaps is True or (swaps == "auto" and swap_cost <= _SWAP_BUDGET))
+    run_swaps = k > 0 and (swaps is True or (swaps == "auto" and swap_cost <= _SWAP_BUDGET
+                                             and not enumerate_all))
     work_size = min(p, int(np.ceil(1.5 * k)) + 10)
     use_active = active_set is True or (
         active_set == "auto" and n * p >= _ACTIVE_SET_MIN_ENTRIES and 3 * work_size <= p)
@@ -328,6 +357,7 @@ def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, s
         start = _initial_point(projection, w0, jacobi_scale(design, nlam)[0])
         plain = _initial_point(projection, w0, 1.0)
         rivals = [start] if np.array_equal(start != 0, plain != 0) else [start, plain]
+    starts = [start, plain]
     best, converged = local_solve(start, rivals)
     if run_swaps:
         # Small problem: the local search again from other starting supports
@@ -340,11 +370,19 @@ def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, s
                 best, converged = other, other_converged
     history, n_iter = best.history, best.n_iter
 
+    candidates = [best.w]
+    if enumerate_all:
+        with _timed(timings, "exhaustive"):
+            candidates.append(ridge_on_support(
+                design, b64, _exhaustive.best_support(design, b64, w_bar64, nlam, k), w_bar64, nlam))
     with _timed(timings, "finalize"):
-        support = np.flatnonzero(best.w)
-        coef = np.zeros(p, dtype=A.dtype)
-        coef[support] = best.w[support]
-        r = b64 - design.cols_matvec(support, coef[support].astype(np.float64))
-        value = objective_from_residual(r, coef.astype(np.float64), w_bar64, nlam)
-    return SolveResult(coef=coef, support=support, objective=value, history=history,
-                       n_iter=n_iter, timings=timings, converged=bool(converged))
+        candidates += [np.zeros(p)] + starts
+        if backsolve and backsolve_cost(n, k) <= n * p + _SMALL_PROBLEM_FLOPS:
+            candidates += magnitude_refits(design, projection, b64, w_bar64, nlam, [w0, w_bar64])
+        coef, value, chosen = best_candidate(design, scaling, A.dtype, b64, w_bar64, nlam, candidates)
+        if chosen > 0:
+            logger.debug("safeguard: candidate %d beats the search (%g < %g)", chosen, value, best.value)
+            history.append(value)
+    return SolveResult(coef=coef, support=np.flatnonzero(coef), objective=scaling.objective(value),
+                       history=[scaling.objective(v) for v in history], n_iter=n_iter, timings=timings,
+                       converged=bool(converged), certified_optimal=bool(enumerate_all))
