@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 import l0reg
 from l0reg import NM, Groups, TopK, projection_mask, solve_on_support
-from l0reg._iht import iht, jacobi_scale
 from l0reg._design import Design
+from l0reg._iht import iht
 from l0reg._local_search import objective_from_residual
 
 REQUIRED_RATE = 0.95
