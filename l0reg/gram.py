@@ -38,6 +38,7 @@ import numpy as np
 from ._gram_linesearch import directions, line_search_rows
 from ._gram_local import exact_swaps_rows, local_search_rows
 from ._gram_refit import refit_rows
+from ._gram_starts import backward_rows
 from ._gram_supports import layer_counts, row_masks
 from ._validation import check_k, check_matrix, check_nonnegative, check_positive_int
 
@@ -60,6 +61,9 @@ _N_REMOVE = 16
 # one swap costs at most this many flops per row (p·k²); otherwise with the other
 # coordinates fixed (``local_search_rows``).
 _EXACT_SWAP_FLOPS = 4e6
+# Rows with p⁴ below this also run the exact swap search from forward selection
+# and from backward elimination (``_gram_starts``); the best result is kept.
+_EXTRA_START_FLOPS = 2e7
 
 
 @dataclass
@@ -248,6 +252,17 @@ class _Rows:
             if np.size(rows):
                 self.HD[rows], self.F[rows] = self.evaluate(self.W[rows], rows)
 
+    def extra_starts(self, max_swaps):
+        """Exact swap searches from forward selection (an empty support) and from
+        backward elimination; each row keeps the best (small p only)."""
+        rows = np.arange(self.W.shape[0])
+        W_back, masks_back = backward_rows(self.H, self.C, self.Wbar, self.lam, self.ks, self.n, self.m)
+        for W, masks in ((np.zeros_like(self.W), np.zeros_like(masks_back)), (W_back, masks_back)):
+            values = self.evaluate(W, rows)[1]
+            exact_swaps_rows(self.H, self.hdiag, self.C, self.Wbar, W, masks, self.ks, self.n, self.m, self.lam,
+                             values, max_swaps + int(self.ks.max(initial=0)), self.tol)
+            self.offer(np.where(masks, W, 0.0), rows)
+
     def local_search(self, rows, max_swaps):
         """CD and swaps on ``rows``; returns the rows whose support changed (and improved)."""
         with _timed(self.timings, "swap"):
@@ -337,6 +352,10 @@ def solve_gram(H, W_bar, k=None, *, C=None, lam=0.0, budget="row", projection=No
         state.refit(rows)
         if rows.size == 0:
             break
+
+    if swaps and p ** 4 <= _EXTRA_START_FLOPS:
+        with _timed(timings, "extra_starts"):
+            state.extra_starts(_MAX_SWAPS)
 
     with _timed(timings, "finalize"):
         coef = state.W.astype(Wbar_in.dtype)

@@ -1,0 +1,217 @@
+"""``l0reg.solve_gram`` (Gram form, many rows) against the (A, b) solver and enumeration.
+
+Row r of the Gram problem with ``H = XᵀX``, ``C = W̄ H`` (or ``C_r = Xᵀb_r``) and
+ridge λ is the (A, b) problem ``A = X``, ``b = X w̄_r`` (or ``b_r``) with
+``λ_(A,b) = λ / n`` (``l0reg.solve`` weighs its ridge by ``nλ/2``); its objective
+``f_r(w) − f_r(w̄_r)`` is ``F_(A,b)(w) − F_(A,b)(w̄_r)``.
+"""
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+import l0reg
+
+RTOL = 1e-7
+REQUIRED_RATE = 0.95
+
+
+def _design(kind, n, p, rng):
+    z = rng.standard_normal((n, p))
+    if kind == "gaussian":
+        return z
+    if kind == "toeplitz":
+        idx = np.arange(p)
+        return z @ np.linalg.cholesky(0.9 ** np.abs(idx[:, None] - idx[None, :])).T
+    return math.sqrt(0.8) * rng.standard_normal((n, 1)) + math.sqrt(0.2) * z
+
+
+def _layer(kind, n, p, r, seed):
+    """Inputs X and dense rows W̄ (some channels of X scaled up, as in language models)."""
+    rng = np.random.default_rng(seed)
+    X = _design(kind, n, p, rng) * rng.lognormal(0.0, 1.0, size=p)
+    return X, rng.standard_normal((r, p))
+
+
+def _reconstruction(X, Wbar, W, lam):
+    """``½‖X(w̄ − w)‖² + (λ/2)‖w − w̄‖²`` per row, independently of l0reg."""
+    D = np.asarray(W, dtype=np.float64) - Wbar
+    return 0.5 * ((D @ X.T) ** 2).sum(axis=1) + 0.5 * lam * (D * D).sum(axis=1)
+
+
+def _enumerate(X, b, w_bar, lam, supports):
+    """Best objective over ``supports`` for the (A, b) problem, relative to w̄."""
+    n = X.shape[0]
+    f_bar = 0.5 * float((b - X @ w_bar) @ (b - X @ w_bar))
+    return min(l0reg.solve_on_support(X, b, list(S), lam / n, w_bar)[1] for S in supports) - f_bar
+
+
+def _nm_supports(p, n, m):
+    groups = [list(itertools.combinations(range(lo, min(lo + m, p)), min(n, min(lo + m, p) - lo)))
+              for lo in range(0, p, m)]
+    return [sum(choice, ()) for choice in itertools.product(*groups)]
+
+
+# --------------------------------------------------------------------------- optimality
+GRID = list(itertools.product(("gaussian", "toeplitz", "equicorrelated"), ((30, 8), (60, 12)), (2, 3, 5),
+                              (0.0, 0.1, 3.0)))
+
+
+def test_global_optimum_rate_vs_enumeration():
+    """Each row against ``l0reg.brute_force`` (≥ 95% at the global optimum, never below it)
+    and against ``l0reg.solve`` on the same (A, b) problem (never worse on the whole grid)."""
+    hits = total = 0
+    ab_worse = 0
+    for seed, (kind, (n, p), k, lam) in enumerate(GRID):
+        X, Wbar = _layer(kind, n, p, 4, seed)
+        res = l0reg.solve_gram(X.T @ X, Wbar, k, lam=lam)
+        for i in range(Wbar.shape[0]):
+            b = X @ Wbar[i]
+            best = l0reg.brute_force(X, b, k, lam / n, Wbar[i])[1]
+            ab = l0reg.solve(X, b, k, lam=lam / n, w_bar=Wbar[i]).objective
+            assert res.objective[i] >= best * (1 - RTOL) - 1e-9
+            hits += res.objective[i] <= best * (1 + RTOL) + 1e-9
+            ab_worse += res.objective[i] > ab * (1 + RTOL) + 1e-9
+            total += 1
+    rate = hits / total
+    print(f"solve_gram at the global optimum on {hits}/{total} rows ({rate:.1%}); worse than solve on {ab_worse}")
+    assert rate >= REQUIRED_RATE
+    assert ab_worse <= total * (1 - REQUIRED_RATE)
+
+
+def test_general_linear_term_matches_ab_problem():
+    """``C_r = Xᵀb_r`` for targets b_r ≠ X w̄_r: the optimum of ``F_(A,b)(w) − F_(A,b)(w̄)``."""
+    rng = np.random.default_rng(3)
+    n, p, k, lam = 40, 10, 4, 0.5
+    X, Wbar = _layer("toeplitz", n, p, 3, 3)
+    B = Wbar @ X.T + rng.standard_normal((3, n))
+    res = l0reg.solve_gram(X.T @ X, Wbar, k, C=B @ X, lam=lam)
+    for i in range(3):
+        w_opt, f_opt = l0reg.brute_force(X, B[i], k, lam / n, Wbar[i])
+        f_bar = 0.5 * float((B[i] - X @ Wbar[i]) @ (B[i] - X @ Wbar[i]))
+        assert res.objective[i] == pytest.approx(f_opt - f_bar, rel=1e-7, abs=1e-8)
+        w = res.coef[i]
+        direct = 0.5 * float((B[i] - X @ w) @ (B[i] - X @ w)) + 0.5 * lam * float((w - Wbar[i]) @ (w - Wbar[i]))
+        assert res.objective[i] == pytest.approx(direct - f_bar, rel=1e-9, abs=1e-9)
+
+
+def test_per_row_budgets():
+    n, p = 40, 10
+    X, Wbar = _layer("gaussian", n, p, 5, 7)
+    ks = np.array([0, 1, 3, 6, 10])
+    res = l0reg.solve_gram(X.T @ X, Wbar, ks, lam=0.2)
+    assert (res.mask.sum(axis=1) <= ks).all()
+    assert res.objective[-1] == pytest.approx(0.0, abs=1e-9)  # k = p keeps the dense row
+    for i, k in enumerate(ks):
+        best = l0reg.brute_force(X, X @ Wbar[i], int(k), 0.2 / n, Wbar[i])[1]
+        assert res.objective[i] == pytest.approx(best, rel=1e-7, abs=1e-9)
+
+
+@pytest.mark.parametrize("pattern", [(2, 4), "1:4", "3:4"])
+def test_nm_pattern_vs_enumeration(pattern):
+    n, p, r = 40, 12, 4
+    X, Wbar = _layer("toeplitz", n, p, r, 11)
+    res = l0reg.solve_gram(X.T @ X, Wbar, projection=pattern, lam=0.1)
+    nn, m = (pattern if isinstance(pattern, tuple) else tuple(int(x) for x in pattern.split(":")))
+    assert (res.mask.reshape(r, p // m, m).sum(axis=2) <= nn).all()
+    supports = _nm_supports(p, nn, m)
+    for i in range(r):
+        best = _enumerate(X, X @ Wbar[i], Wbar[i], 0.1, supports)
+        assert res.objective[i] == pytest.approx(best, rel=1e-7, abs=1e-9)
+
+
+def test_nm_projection_object():
+    X, Wbar = _layer("gaussian", 30, 8, 2, 5)
+    by_tuple = l0reg.solve_gram(X.T @ X, Wbar, projection=(2, 4))
+    by_object = l0reg.solve_gram(X.T @ X, Wbar, projection=l0reg.NM(2, 4))
+    np.testing.assert_array_equal(by_tuple.coef, by_object.coef)
+
+
+def _layer_optimum(X, Wbar, total, lam):
+    """Best total objective over all allocations of ``total`` nonzeros to the rows
+    (enumeration per row and budget, then dynamic programming over the rows)."""
+    n, p = X.shape
+    table = np.array([[l0reg.brute_force(X, X @ w, k, lam / n, w)[1] for k in range(p + 1)] for w in Wbar])
+    best = np.full(total + 1, np.inf)
+    best[0] = 0.0
+    for row in table:
+        best = np.array([min(best[t - k] + row[k] for k in range(min(t, p) + 1)) for t in range(total + 1)])
+    return best[total]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_layer_budget(seed):
+    n, p, r = 30, 8, 4
+    X, Wbar = _layer(("gaussian", "toeplitz")[seed % 2], n, p, r, 100 + seed)
+    total = 13
+    res = l0reg.solve_gram(X.T @ X, Wbar, total, budget="layer", lam=0.1)
+    assert res.mask.sum() <= total
+    assert res.objective.sum() <= res.objective_start.sum() * (1 + 1e-12)
+    optimum = _layer_optimum(X, Wbar, total, 0.1)
+    assert res.objective.sum() == pytest.approx(optimum, rel=1e-6)
+
+
+# --------------------------------------------------------------------------- invariants
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_invariants_on_a_pruning_shaped_layer(dtype):
+    n, p, r = 400, 64, 16
+    X, Wbar = _layer("toeplitz", n, p, r, 1)
+    H, Wbar = (X.T @ X).astype(dtype), Wbar.astype(dtype)
+    ks = np.random.default_rng(0).integers(1, p, size=r)
+    res = l0reg.solve_gram(H, Wbar, ks, lam=0.5, max_iter=30)
+    assert res.coef.dtype == dtype and res.coef.shape == (r, p)
+    np.testing.assert_array_equal(res.mask, res.coef != 0)
+    assert (res.mask.sum(axis=1) <= ks).all()
+    assert (res.objective <= res.objective_start).all()
+    H64, W64 = H.astype(np.float64), Wbar.astype(np.float64)
+    D = res.coef.astype(np.float64) - W64
+    recomputed = 0.5 * np.einsum("ij,jk,ik->i", D, H64, D) + 0.25 * (D * D).sum(axis=1)
+    np.testing.assert_allclose(res.objective, recomputed, rtol=1e-9, atol=1e-9)
+    if dtype == np.float64:
+        np.testing.assert_allclose(res.objective, _reconstruction(X, W64, res.coef, 0.5), rtol=1e-9)
+    # the start: the better of the magnitude and Wanda supports, each refitted
+    for i in range(r):
+        starts = []
+        for score in (np.abs(W64[i]), np.abs(W64[i]) * np.sqrt(np.diag(H64))):
+            S = np.sort(np.argsort(-score, kind="stable")[: ks[i]])
+            w = np.zeros(p)
+            w[S] = np.linalg.solve(H64[np.ix_(S, S)] + 0.5 * np.eye(S.size), (W64[i] @ H64)[S] + 0.5 * W64[i, S])
+            d = w - W64[i]
+            starts.append(0.5 * d @ H64 @ d + 0.25 * d @ d)
+        assert res.objective_start[i] == pytest.approx(min(starts), rel=1e-6)
+
+
+def test_one_row_and_rank_deficient_gram():
+    """A (p,) row; H of rank 5 < k with λ = 0 (singular H_SS): still never above the start."""
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((5, 12))
+    w = rng.standard_normal(12)
+    res = l0reg.solve_gram(X.T @ X, w, 7)
+    assert res.coef.shape == (1, 12) and res.mask.sum() <= 7
+    assert res.objective[0] <= res.objective_start[0]
+    assert res.objective[0] == pytest.approx(_reconstruction(X, w[None], res.coef, 0.0)[0], abs=1e-8)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(H=np.ones((3, 4))), "H must be square"),
+    (dict(H=np.array([[1.0, 0.5], [0.0, 1.0]])), "H must be symmetric"),
+    (dict(H=np.array([[np.nan, 0.0], [0.0, 1.0]])), "H contains NaN"),
+    (dict(H=-np.eye(2)), "positive semidefinite"),
+    (dict(W_bar=np.ones((2, 3))), "W_bar must have shape"),
+    (dict(W_bar=np.ones((2, 2), dtype=int)), "W_bar must have dtype"),
+    (dict(k=3), r"k must be in \[0, n_features=2\]"),
+    (dict(k=[1, 2, 3]), "one budget per row"),
+    (dict(k=5, budget="layer"), "k \\(layer budget\\)"),
+    (dict(budget="block"), "budget must be"),
+    (dict(k=1, projection=(2, 4)), "not both"),
+    (dict(k=None, projection="2-4"), "n:m"),
+    (dict(k=None, projection=(5, 4)), "projection n"),
+    (dict(C=np.ones((3, 2))), "C must have shape"),
+    (dict(lam=-1.0), "lam"),
+])
+def test_validation(kwargs, message):
+    args = dict(H=np.eye(2), W_bar=np.ones((2, 2)), k=1)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        l0reg.solve_gram(args.pop("H"), args.pop("W_bar"), args.pop("k"), **args)
