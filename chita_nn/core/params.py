@@ -128,16 +128,22 @@ def _tensor_owners(model):
     return owners
 
 
+def _sequence_first(module):
+    """Whether ``module`` runs its batch in dim 1: ``batch_first=False``, on it or on its ``self_attn``
+    (``nn.TransformerEncoderLayer`` / ``DecoderLayer`` keep the flag there)."""
+    return any(getattr(m, "batch_first", True) is False for m in (module, getattr(module, "self_attn", None)))
+
+
 def _hook_safe(modules, module_name, parameter, owners):
     """Whether a forward hook on module ``module_name`` sees each sample's whole gradient of ``parameter``.
 
     Not when the parameter is tied to another module (its other uses are not seen), nor when the module or
-    one that encloses it has ``batch_first=False`` (the batch is not dim 0 of the hooked input).
+    one that encloses it runs sequence-first (the batch is not dim 0 of the hooked input).
     ``modules`` is ``dict(model.named_modules())``, ``owners`` the counts of :func:`_tensor_owners`.
     """
     parts = module_name.split(".") if module_name else []
     enclosing = (modules[".".join(parts[:i])] for i in range(len(parts) + 1))
-    return owners[id(parameter)] == 1 and all(getattr(m, "batch_first", True) is not False for m in enclosing)
+    return owners[id(parameter)] == 1 and not any(_sequence_first(m) for m in enclosing)
 
 
 def select_parameters(model, *, targets=DEFAULT_TARGETS, ignore=DEFAULT_IGNORE, param_name=None):

@@ -1,0 +1,284 @@
+"""Every supported weight type: selection, Fisher rows equal to a one-row-at-a-time autograd loop (kernel or
+fallback, m = 1 and m = 3), and masks that round-trip through write-back, forward and ``prune.remove``."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import prune
+
+from chita_nn.core.fisher import empirical_fisher
+from chita_nn.core.grad_rows import row_kernel
+from chita_nn.core.params import DEFAULT_TARGETS, select_parameters
+from chita_nn.core.writeback import write_weights
+from test_chita_fisher import assert_rows_close, dense_copy, reference_rows
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+N_ROWS = 4
+
+
+class ConvNet1d(nn.Module):
+    """Conv1d with 'same' padding of an even kernel, a grouped strided circular one, a depthwise dilated one."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv1d(3, 4, 4, padding="same")
+        self.conv2 = nn.Conv1d(4, 6, 3, stride=2, padding=1, groups=2, padding_mode="circular")
+        self.conv3 = nn.Conv1d(6, 6, 3, dilation=2, groups=6, padding="valid", bias=False)
+        self.fc = nn.Linear(6 * 3, 5)
+
+    def forward(self, x):
+        x = torch.tanh(self.conv2(torch.tanh(self.conv1(x))))
+        return self.fc(torch.tanh(self.conv3(x)).flatten(1))
+
+
+class ConvNet3d(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv3d(2, 4, 3, padding=1, padding_mode="replicate")
+        self.conv2 = nn.Conv3d(4, 4, (2, 3, 1), stride=(1, 2, 1), groups=2)
+        self.fc = nn.Linear(4 * 4 * 2 * 4, 5)
+
+    def forward(self, x):
+        return self.fc(torch.tanh(self.conv2(torch.tanh(self.conv1(x)))).flatten(1))
+
+
+class TinyGPT2(nn.Module):
+    """GPT-2 (Conv1D layers, tied token embedding, broadcast position embedding); logits (B, vocab, T)."""
+
+    def __init__(self):
+        super().__init__()
+        transformers = pytest.importorskip("transformers")
+        config = transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=16)
+        self.lm = transformers.GPT2LMHeadModel(config)
+
+    def forward(self, ids):
+        return self.lm(ids).logits.transpose(1, 2)
+
+
+class Attention(nn.Module):
+    """A Linear on tokens, a TransformerEncoderLayer (sequence-first unless ``batch_first``), mean pooling."""
+
+    def __init__(self, batch_first=True):
+        super().__init__()
+        self.proj = nn.Linear(6, 8)
+        self.layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=batch_first)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x):
+        h = self.proj(x)
+        if self.layer.self_attn.batch_first:
+            h = self.layer(h)
+        else:
+            h = self.layer(h.transpose(0, 1)).transpose(0, 1)
+        return self.head(h.mean(1))
+
+
+class Recurrent(nn.Module):
+    """A bidirectional two-layer GRU, or an LSTM with projections run sequence-first; last step classified."""
+
+    def __init__(self, kind="GRU"):
+        super().__init__()
+        if kind == "GRU":
+            self.rnn = nn.GRU(6, 8, num_layers=2, bidirectional=True, batch_first=True)
+            features = 16
+        else:
+            self.rnn = nn.LSTM(6, 8, proj_size=4)
+            features = 4
+        self.head = nn.Linear(features, 5)
+
+    def forward(self, x):
+        if self.rnn.batch_first:
+            return self.head(self.rnn(x)[0][:, -1])
+        return self.head(self.rnn(x.transpose(0, 1))[0][-1])
+
+
+class TokenTagger(nn.Module):
+    """A class per token: logits (B, classes, T) from (B, T, d) inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(6, 8)
+        self.fc2 = nn.Linear(8, 5)
+
+    def forward(self, x):
+        return self.fc2(torch.tanh(self.fc1(x))).transpose(1, 2)
+
+
+class BagOfEmbeddings(nn.Module):
+    """Token ids (B, T) → embeddings averaged over tokens → Linear; options go to the ``nn.Embedding``."""
+
+    def __init__(self, bag=False, **options):
+        super().__init__()
+        self.embed = nn.EmbeddingBag(12, 8, mode="mean") if bag else nn.Embedding(12, 8, **options)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, ids):
+        h = self.embed(ids)
+        return self.fc(torch.tanh(h if isinstance(self.embed, nn.EmbeddingBag) else h.mean(1)))
+
+
+def _tokens_targets(n, tokens=7, vocab=12, classes=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab, (n, tokens), generator=g), torch.randint(0, classes, (n,), generator=g)
+
+
+def _inputs(shape, n, classes=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, *shape, generator=g), torch.randint(0, classes, (n,), generator=g)
+
+
+def _token_loss(output, target):
+    """Per-sample mean cross-entropy over all tokens of (B, vocab, T) logits."""
+    return F.cross_entropy(output, target, reduction="none").mean(1)
+
+
+def _gpt2_data(n):
+    ids = _tokens_targets(n + 1, tokens=9, vocab=50)[0][:n]
+    return ids[:, :-1], ids[:, 1:]
+
+
+# name → (model factory, selection options, data(n), loss_fn, which parameters must take the fallback)
+CASES = {
+    "conv1d": (ConvNet1d, {}, lambda n: _inputs((3, 14), n), None, set()),
+    "conv3d": (ConvNet3d, {}, lambda n: _inputs((2, 5, 5, 4), n), None, set()),
+    "gpt2": (TinyGPT2, {"targets": [*DEFAULT_TARGETS, "Embedding"], "ignore": ["*lm_head", "*wpe"]},
+             _gpt2_data, _token_loss, {"lm.transformer.wte.weight"}),
+    "attention": (Attention, {}, lambda n: _inputs((5, 6), n), None,
+                  {"layer.self_attn.in_proj_weight", "layer.self_attn.out_proj.weight"}),
+    "attention_seq_first": (lambda: Attention(batch_first=False), {}, lambda n: _inputs((5, 6), n), None,
+                            {"layer.self_attn.in_proj_weight", "layer.self_attn.out_proj.weight",
+                             "layer.linear1.weight", "layer.linear2.weight"}),
+    "gru": (Recurrent, {"targets": ["GRU", "Linear"]}, lambda n: _inputs((5, 6), n), None,
+            {f"rnn.weight_{kind}_l{layer}{suffix}" for kind in ("ih", "hh") for layer in (0, 1)
+             for suffix in ("", "_reverse")}),
+    "lstm": (lambda: Recurrent("LSTM"), {"targets": ["LSTM"]}, lambda n: _inputs((5, 6), n), None,
+             {"rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.weight_hr_l0"}),
+    "embedding": (lambda: BagOfEmbeddings(padding_idx=0), {"targets": ["Embedding", "Linear"]},
+                  _tokens_targets, None, set()),
+    "embedding_freq": (lambda: BagOfEmbeddings(scale_grad_by_freq=True), {"targets": ["Embedding"]},
+                       _tokens_targets, None, set()),
+    "embedding_max_norm": (lambda: BagOfEmbeddings(max_norm=1.0), {"targets": ["Embedding"]}, _tokens_targets,
+                           None, {"embed.weight"}),
+    "embedding_bag": (lambda: BagOfEmbeddings(bag=True), {"targets": ["EmbeddingBag"]}, _tokens_targets, None,
+                      {"embed.weight"}),
+}
+
+
+def _make(case):
+    torch.manual_seed(0)
+    return CASES[case][0]()
+
+
+def _fisher(model, params, case, X, y, m):
+    return empirical_fisher(model, params, (X, y), n_rows=N_ROWS, samples_per_row=m, loss_fn=CASES[case][3],
+                            batch_size=2 * m)
+
+
+# --- selection ---------------------------------------------------------------------------------------------
+
+def test_selection_of_each_type():
+    names = lambda model, **options: [pp.name for pp in select_parameters(model, **options)]  # noqa: E731
+    assert names(Attention()) == ["proj.weight", "layer.self_attn.in_proj_weight",
+                                  "layer.self_attn.out_proj.weight", "layer.linear1.weight",
+                                  "layer.linear2.weight", "head.weight"]
+    separate = nn.MultiheadAttention(8, 2, kdim=4, vdim=6)
+    assert names(separate) == ["q_proj_weight", "k_proj_weight", "v_proj_weight", "out_proj.weight"]
+    assert names(Recurrent("LSTM")) == ["head.weight"]  # recurrent layers on request only
+    assert names(Recurrent("LSTM"), targets=["LSTM"]) == ["rnn.weight_ih_l0", "rnn.weight_hh_l0",
+                                                          "rnn.weight_hr_l0"]
+    assert names(nn.GRUCell(3, 4), targets=[nn.GRUCell]) == ["weight_ih", "weight_hh"]
+    assert names(BagOfEmbeddings()) == ["fc.weight"]  # embeddings on request only
+    assert names(BagOfEmbeddings(), targets=["Embedding"]) == ["embed.weight"]
+    assert names(ConvNet3d(), targets=["re:conv.*"]) == ["conv1.weight", "conv2.weight"]
+    gru = Recurrent()
+    prune.random_unstructured(gru.rnn, "weight_hh_l1", amount=0.5)  # reparametrised: same names, same order
+    assert names(gru, targets=["GRU"]) == [f"rnn.weight_{kind}_l{layer}{suffix}" for layer in (0, 1)
+                                           for suffix in ("", "_reverse") for kind in ("ih", "hh")]
+
+
+def test_kernels_only_where_hooks_see_every_sample():
+    """Tied weights and layers inside a ``batch_first=False`` module take the fallback; the rest a kernel."""
+    for case, (_, options, _, _, fallback) in CASES.items():
+        if case == "gpt2":
+            pytest.importorskip("transformers")
+        params = select_parameters(_make(case), **options)
+        assert {pp.name for pp in params if row_kernel(pp) is None} == fallback, case
+
+
+# --- Fisher rows vs. plain autograd ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("m", [1, 3])
+@pytest.mark.parametrize("case", CASES)
+def test_fisher_rows_match_autograd(case, m):
+    model = _make(case)
+    _, options, data, _, _ = CASES[case]
+    params = select_parameters(model, **options)
+    X, y = data(N_ROWS * m)
+    fs = _fisher(model, params, case, X, y, m)
+    assert_rows_close(fs.A, reference_rows(model, params, X, y, m))
+
+
+def test_linear_kernel_on_tokens_matches_autograd():
+    """Linear on (B, T, d) inputs with a loss over all tokens: the kernel sums δ_tᵀ x_t over the tokens."""
+    model = TokenTagger()
+    params = select_parameters(model)
+    assert all(row_kernel(pp) is not None for pp in params)
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(N_ROWS * 3, 7, 6, generator=g), torch.randint(0, 5, (N_ROWS * 3, 7), generator=g)
+    fs = empirical_fisher(model, params, (X, y), n_rows=N_ROWS, samples_per_row=3, loss_fn=_token_loss)
+    assert_rows_close(fs.A, reference_rows(model, params, X, y, 3))
+
+
+def test_sparse_embedding_gives_dense_rows():
+    """``sparse=True`` changes only how autograd stores the gradient: the kernel's rows are those of the dense."""
+    X, y = _tokens_targets(N_ROWS * 3)
+    rows = []
+    for sparse in (False, True):
+        model = _make("embedding")
+        model.embed.sparse = sparse
+        rows.append(_fisher(model, select_parameters(model, targets=["Embedding"]), "embedding", X, y, 3).A)
+    assert (rows[0] == rows[1]).all() and (rows[0] != 0).any()
+
+
+def test_broadcast_input_is_refused():
+    """GPT-2's position embedding sees (1, T) ids, not the batch: its kernel refuses rather than mixing rows."""
+    model = _make("gpt2")
+    params = select_parameters(model, targets=["Embedding"], ignore=["*wte"])
+    X, y = _gpt2_data(N_ROWS)
+    with pytest.raises(ValueError, match="batch first"):
+        _fisher(model, params, "gpt2", X, y, 1)
+
+
+# --- masks -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", [case for case in CASES if case != "embedding_max_norm"])
+def test_masks_round_trip(case):
+    """Masks on every type: forward uses the masked weights, the rows are those of the dense equivalent,
+    ``prune.remove`` keeps the masked values."""
+    model = _make(case)
+    _, options, data, _, _ = CASES[case]
+    if case == "gpt2":  # the tied token embedding would be masked for the lookup only, not for lm_head
+        options = {**options, "ignore": [*options["ignore"], "*wte"]}
+    params = select_parameters(model, **options)
+    g = torch.Generator().manual_seed(1)
+    masks = [(torch.rand(pp.shape, generator=g) > 0.4).float() for pp in params]
+    values = [pp.tensor().detach().clone() for pp in params]
+    write_weights(params, values, masks)
+    X, y = data(N_ROWS * 3)
+    dense = dense_copy(model, _make(case))
+    for pp, value, keep in zip(params, values, masks):
+        assert pp.is_reparametrized and torch.equal(pp.tensor(), value * keep)
+    with torch.no_grad():
+        model.eval()
+        dense.eval()
+        out = model(X)
+        torch.testing.assert_close(out, dense(X))
+    params = select_parameters(model, **options)
+    fs = _fisher(model, params, case, X, y, 3)
+    assert_rows_close(fs.A, reference_rows(dense, select_parameters(dense, **options), X, y, 3))
+    for pp in params:
+        prune.remove(pp.module, pp.param_name)
+        assert isinstance(getattr(pp.module, pp.param_name), nn.Parameter)
+    with torch.no_grad():
+        torch.testing.assert_close(model(X), out)
