@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._gram_linesearch import directions, line_search_rows
+from ._gram_budget import marginals_rows, pair_rows
 from ._gram_local import exact_swaps_rows, local_search_rows
 from ._gram_refit import refit_rows
 from ._gram_starts import backward_rows
@@ -64,6 +65,8 @@ _EXACT_SWAP_FLOPS = 4e6
 # Rows with p⁴ below this also run the exact swap search from forward selection
 # and from backward elimination (``_gram_starts``); the best result is kept.
 _EXTRA_START_FLOPS = 2e7
+# Layer budgets: rounds of budget moves between rows (one unit per row and round).
+_MAX_EXCHANGE_ROUNDS = 100
 
 
 @dataclass
@@ -263,6 +266,33 @@ class _Rows:
                              values, max_swaps + int(self.ks.max(initial=0)), self.tol)
             self.offer(np.where(masks, W, 0.0), rows)
 
+    def exchange_budget(self, max_swaps):
+        """Move budget units between rows while a pair of rows gains (``_gram_budget``);
+        returns the number of units moved."""
+        moved = 0
+        with _timed(self.timings, "exchange"):
+            for _ in range(_MAX_EXCHANGE_ROUNDS):
+                masks = self.W != 0
+                G = self.HD - self.E + self.lam * (self.W - self.Wbar)
+                exact = self.H.shape[0] * float(masks.sum(axis=1).max()) ** 2 <= _EXACT_SWAP_FLOPS
+                marginals = marginals_rows(self.H, self.hdiag, self.C, self.Wbar, self.W, G, masks, self.lam,
+                                           exact)
+                donors, recipients = pair_rows(*marginals, self.tol * max(np.abs(self.F).max(), 1e-300))
+                if donors.size == 0:
+                    break
+                masks[donors, marginals[1][donors]] = False
+                masks[recipients, marginals[3][recipients]] = True
+                self.ks[donors] -= 1
+                self.ks[recipients] += 1
+                changed = np.concatenate([donors, recipients])
+                self.W[changed] = refit_rows(self.H, self.C[changed], self.Wbar[changed], self.lam, masks[changed])
+                self.HD[changed], self.F[changed] = self.evaluate(self.W[changed], changed)
+                moved += donors.size
+                if max_swaps:
+                    self.refit(self.local_search(changed, max_swaps))
+        logger.debug("budget exchange: %d units moved", moved)
+        return moved
+
     def local_search(self, rows, max_swaps):
         """CD and swaps on ``rows``; returns the rows whose support changed (and improved)."""
         with _timed(self.timings, "swap"):
@@ -353,9 +383,13 @@ def solve_gram(H, W_bar, k=None, *, C=None, lam=0.0, budget="row", projection=No
         if rows.size == 0:
             break
 
-    if swaps and p ** 4 <= _EXTRA_START_FLOPS:
-        with _timed(timings, "extra_starts"):
-            state.extra_starts(_MAX_SWAPS)
+    small = swaps and p ** 4 <= _EXTRA_START_FLOPS
+    for _ in range(_MAX_ROUNDS):
+        if small:
+            with _timed(timings, "extra_starts"):
+                state.extra_starts(_MAX_SWAPS)
+        if total is None or not state.exchange_budget(max_swaps):
+            break
 
     with _timed(timings, "finalize"):
         coef = state.W.astype(Wbar_in.dtype)
