@@ -12,7 +12,9 @@ from chita_nn.core.params import DEFAULT_TARGETS, select_parameters
 from chita_nn.core.writeback import write_weights
 from test_chita_fisher import assert_rows_close, dense_copy, reference_rows
 
-pytestmark = pytest.mark.usefixtures("torch_single_thread")
+pytestmark = [pytest.mark.usefixtures("torch_single_thread"),
+              pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel"),
+              pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")]
 
 N_ROWS = 4
 
