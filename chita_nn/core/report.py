@@ -11,6 +11,8 @@ class LayerReport:
     shape: tuple
     numel: int
     nonzeros: int
+    #: Layer-wise pruning only: ``‖X(W̄ − W)ᵀ‖²_F / ‖XW̄ᵀ‖²_F`` on the layer's calibration inputs X.
+    reconstruction_error: float = None
 
     @property
     def sparsity(self):
