@@ -85,15 +85,21 @@ class _Recorder:
         self.hooked = hooked  # [(param, slice, kernel)]
         self.fallback = fallback  # [(param, slice)]
         self.calls = {}  # module -> [(input, output)]
-        self.leaves = {}  # fallback param -> [leaf tensor] (reparametrised ones only)
         self.handles = [module.register_forward_hook(self._record_call)
                         for module in {pp.module: None for pp, *_ in hooked}]
-        for pp, _ in fallback:
-            if pp.is_reparametrized:
-                self.handles.append(pp.module.register_forward_pre_hook(self._leaf_hook(pp)))
         # Pruning pre-hooks recompute ``module.<name>`` at each forward: put back the tensors found here.
         self.saved_attrs = [(pp.module, pp.param_name, pp.tensor())
                             for pp, *_ in [*hooked, *fallback] if pp.is_reparametrized]
+        # One effective-weight leaf per reparametrised fallback parameter for the whole collection, set now
+        # (a module whose forward is never called, like MultiheadAttention's out_proj, is read as it is) and
+        # again after each pruning pre-hook.
+        self.leaves = {}  # fallback param -> leaf tensor (reparametrised ones only)
+        for pp, _ in fallback:
+            if pp.is_reparametrized:
+                mask = getattr(pp.module, pp.param_name + "_mask")
+                self.leaves[pp] = (pp.parameter * mask).detach().requires_grad_(True)
+                setattr(pp.module, pp.param_name, self.leaves[pp])
+                self.handles.append(pp.module.register_forward_pre_hook(self._leaf_hook(pp)))
 
     def _record_call(self, module, inputs, output):
         # Downstream layers get a copy, so that in-place ops on it cannot change what ``output`` stands for.
@@ -102,18 +108,15 @@ class _Recorder:
 
     def _leaf_hook(self, pp):
         def hook(module, inputs):
-            # Runs after the pruning pre-hook that set ``module.<name> = orig * mask``; cut it off as a leaf.
-            leaf = getattr(module, pp.param_name).detach().requires_grad_(True)
-            setattr(module, pp.param_name, leaf)
-            self.leaves.setdefault(pp, []).append(leaf)
+            # Runs after the pruning pre-hook that set ``module.<name> = orig * mask``: use the leaf instead.
+            setattr(module, pp.param_name, self.leaves[pp])
         return hook
 
     def fallback_leaves(self, pp):
-        return self.leaves.get(pp, []) if pp.is_reparametrized else [pp.parameter]
+        return [self.leaves[pp]] if pp.is_reparametrized else [pp.parameter]
 
     def clear(self):
         self.calls.clear()
-        self.leaves.clear()
 
     def remove(self):
         for handle in self.handles:

@@ -24,19 +24,22 @@ logger = logging.getLogger(__name__)
 SCORES = ("fisher", "magnitude")
 
 
-def make_blocks(layer_slices, block_size=None):
+def make_blocks(layer_slices, block_size=None, align=1):
     """Split each layer's column range ``(start, end)`` into chunks of at most ``block_size``.
 
     Returns ``(start, end, layer_index)`` triples; ``block_size=None`` keeps one block per layer.
-    Chunks of a layer have near-equal sizes.
+    Chunks of a layer have near-equal sizes; with ``align`` every chunk edge is a multiple of ``align``
+    columns from the layer's start (so N:M groups or whole rows never straddle two blocks).
     """
     if block_size is not None and (not isinstance(block_size, (int, np.integer)) or block_size < 1):
         raise ValueError(f"block_size must be a positive integer or None, got {block_size!r}")
     blocks = []
     for li, (start, end) in enumerate(layer_slices):
         size = end - start
-        n_chunks = 1 if block_size is None else -(-size // int(block_size))
-        edges = np.linspace(start, end, n_chunks + 1).round().astype(int)
+        units = size // align
+        n_chunks = 1 if block_size is None else max(1, -(-units // max(1, int(block_size) // align)))
+        edges = start + align * np.linspace(0, units, n_chunks + 1).round().astype(int)
+        edges[-1] = end
         blocks.extend((int(a), int(b), li) for a, b in zip(edges[:-1], edges[1:]) if b > a)
     return blocks
 
@@ -105,31 +108,36 @@ def rhs(A, w_bar, gradient=0.0):
 
 
 def solve_blocks(A, w_bar, blocks, budgets, *, gradient=0.0, lam=0.0, w_init=None,
-                 solver_options=None):
+                 solver_options=None, projections=None):
     """Solve one l0reg problem per block on the column slices ``A[:, s:e]`` (no copy).
 
     ``gradient`` is the weight ``γ`` of ``b = A w̄ − γ e``; ``w_init`` (e.g. the screening solution)
-    warm-starts every block.  Returns
+    warm-starts every block; ``projections`` (one per block, or None) replace the top-``k_B`` constraint
+    by a pattern (N:M, channels).  Returns
     ``(w, keep, seconds)``: ``w`` in float64 and the boolean support ``keep``
     with exactly ``Σ k_B`` entries (a block whose solution has fewer nonzeros
-    is topped up with its largest ``|w̄_j|``).
+    is topped up with its largest ``|w̄_j|``, through its projection).
     """
     options = dict(solver_options or {})
     w = np.zeros(w_bar.size, dtype=np.float64)
     keep = np.zeros(w_bar.size, dtype=bool)
     t0 = time.perf_counter()
-    for (start, end, _), k_block in zip(blocks, budgets):
+    projections = projections or [None] * len(blocks)
+    for (start, end, _), k_block, projection in zip(blocks, budgets, projections):
         if k_block == 0:
             continue
         A_B, wb_B = A[:, start:end], w_bar[start:end]
         init = None if w_init is None else w_init[start:end]
-        result = l0reg.solve(A_B, rhs(A_B, wb_B, gradient), int(k_block), lam=lam, w_bar=wb_B,
-                             w_init=init, **options)
+        k_arg = None if projection is not None else int(k_block)
+        result = l0reg.solve(A_B, rhs(A_B, wb_B, gradient), k_arg, lam=lam, w_bar=wb_B,
+                             w_init=init, projection=projection, **options)
         w[start:end] = result.coef
         block_keep = np.zeros(end - start, dtype=bool)
         block_keep[result.support] = True
         missing = int(k_block) - int(block_keep.sum())
-        if missing > 0:
+        if missing > 0 and projection is not None:
+            block_keep = l0reg.projection_mask(projection, np.where(block_keep, np.inf, np.abs(wb_B)))
+        elif missing > 0:
             block_keep |= top_k_mask(np.where(block_keep, -np.inf, np.abs(wb_B)), missing)
         keep[start:end] = block_keep
         logger.debug("block [%d, %d): k=%d objective=%.6g iters=%d converged=%s",

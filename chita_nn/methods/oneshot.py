@@ -26,38 +26,29 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 import l0reg
 
-from ..core.batches import as_tensors
+from ..core.batches import Calibration, to_device
+from ..core.batches import batch_size as samples_in
 from ..core.fisher import empirical_fisher
+from ..core.losses import as_loss, check_losses
 from ..core.params import DEFAULT_IGNORE, DEFAULT_TARGETS, ParamLayout, select_parameters
+from ..core.patterns import Pattern, pattern_keep, row_length
 from ..core.report import LayerReport, PruneReport, StageReport
 from ..core.runtime import eval_mode, model_device
 from ..core.writeback import recompute_batchnorm as _recompute_batchnorm
-from ..core.writeback import (
-    strip_reparametrization,
-    write_weights,
-    write_weights_atomic,
-)
-from .blocks import (
-    SCORES,
-    allocate_budgets,
-    gradient_weight,
-    layer_budgets,
-    make_blocks,
-    rhs,
-    screening_scores,
-    solve_blocks,
-)
+from ..core.writeback import strip_reparametrization, write_weights, write_weights_atomic
+from .blocks import (SCORES, allocate_budgets, gradient_weight, layer_budgets, make_blocks, rhs, screening_scores,
+                     solve_blocks)
 from .schedules import SCHEDULES, sparsity_schedule
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("magnitude", "chita", "chita++")
+LAYERWISE_METHODS = ("chita-layerwise", "sparsegpt", "wanda")
 SCOPES = ("global", "layerwise")
 SUPPORTED_DEVICES = ("cpu", "cuda")
 
@@ -99,7 +90,9 @@ def _check_positive_int(name, value):
     return int(value)
 
 
-def _check_device(model):
+def _check_model(model):
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     devices = {t.device.type for t in model.parameters()} | {t.device.type for t in model.buffers()}
     unsupported = devices - set(SUPPORTED_DEVICES)
     if unsupported:
@@ -107,16 +100,23 @@ def _check_device(model):
                          f"move it to one of {SUPPORTED_DEVICES} first")
 
 
+def _check_finite_weights(params, w, layout):
+    if not np.isfinite(w).all():
+        bad = [pp.name for pp, sl in layout.slices() if not np.isfinite(w[sl]).all()]
+        raise ValueError(f"model has non-finite weights (NaN or inf) in {bad}: nothing sensible can be pruned")
+
+
 def _budget(sparsity, p):
     return int(np.floor((1.0 - sparsity) * p + 1e-9))
 
 
-def _finish(model, params, layout, w, keep, *, mask, report, recompute_batchnorm, t_start):
-    """Write ``w`` restricted to ``keep`` into ``model`` (atomically) and complete ``report``."""
-    write_weights_atomic(model, params, layout.split(w * keep), layout.split(keep),
-                         mask=mask)
-    if recompute_batchnorm is not None:
-        _recompute_batchnorm(model, recompute_batchnorm)
+def _finish(model, params, layout, w, keep, *, pattern, mask, report, recompute_batchnorm, t_start):
+    """Write ``w`` restricted to ``keep`` into ``model`` (atomically, BatchNorm re-estimation included) and
+    complete ``report``."""
+    if not pattern.holds(keep, layout.offsets, [pp.shape for pp in params]):
+        raise RuntimeError(f"internal error: the result does not satisfy pattern='{pattern}'; model unchanged")
+    then = None if recompute_batchnorm is None else (lambda m: _recompute_batchnorm(m, recompute_batchnorm))
+    write_weights_atomic(model, params, layout.split(w * keep), layout.split(keep), mask=mask, then=then)
     report.layers = [LayerReport(p.name, tuple(p.shape), e - s, int(keep[s:e].sum()))
                      for p, (s, e) in zip(params, layout.offsets)]
     report.time_total = time.perf_counter() - t_start
@@ -124,72 +124,113 @@ def _finish(model, params, layout, w, keep, *, mask, report, recompute_batchnorm
     return report
 
 
-def _select(model, targets, ignore):
+def _select(model, targets, ignore, pattern):
     params = select_parameters(model, targets=targets, ignore=ignore)
+    pattern.check_params(params)
     return params, ParamLayout(params)
 
 
-def magnitude_keep(w, slices, sparsity, scope="global"):
-    """Boolean support of magnitude pruning: global top-k of ``|w|``, or per-layer top-``k_l``."""
+def magnitude_keep(w, slices, sparsity, scope="global", pattern=None, shapes=None):
+    """Boolean support of magnitude pruning: global top-k of ``|w|``, per-layer top-``k_l``, or the
+    ``pattern``'s projection of ``|w|`` (N:M, channels; ``shapes`` gives each layer's row length)."""
+    if pattern is not None and pattern.structured:
+        return pattern_keep(pattern, np.abs(w), slices, shapes, sparsity)
     blocks = make_blocks(slices)
     if scope == "global":
         return allocate_budgets(blocks, np.abs(w), k=_budget(sparsity, w.size))[1]
     return allocate_budgets(blocks, np.abs(w), per_layer=layer_budgets(slices, sparsity))[1]
 
 
-def magnitude_prune(model, sparsity, *, scope="global", targets=DEFAULT_TARGETS,
+def magnitude_prune(model, sparsity=None, *, scope="global", pattern=None, targets=DEFAULT_TARGETS,
                     ignore=DEFAULT_IGNORE, mask=True, recompute_batchnorm=None):
-    """Magnitude pruning (MP): keep the ``k = ⌊(1 − s)p⌋`` largest ``|w̄_j|`` (per layer if layerwise)."""
+    """Magnitude pruning (MP): keep the ``k = ⌊(1 − s)p⌋`` largest ``|w̄_j|`` (per layer if layerwise), or
+    the largest of every group of the ``pattern`` (``"2:4"``: top-2 of every 4; ``"channel"``: rows)."""
     t_start = time.perf_counter()
-    sparsity = _check_sparsity(sparsity)
+    pattern = Pattern.parse(pattern)
+    sparsity = _check_sparsity(pattern.sparsity(sparsity))
     _check_choice("scope", scope, SCOPES)
-    _check_device(model)
-    params, layout = _select(model, targets, ignore)
+    _check_model(model)
+    params, layout = _select(model, targets, ignore, pattern)
     w = layout.gather(np.float64)
-    keep = magnitude_keep(w, layout.offsets, sparsity, scope)
-    report = PruneReport("magnitude", sparsity, settings={"scope": scope})
-    return _finish(model, params, layout, w, keep, mask=mask, report=report,
+    _check_finite_weights(params, w, layout)
+    keep = magnitude_keep(w, layout.offsets, sparsity, scope, pattern, [pp.shape for pp in params])
+    report = PruneReport("magnitude", sparsity, settings={"scope": scope, "pattern": str(pattern)})
+    return _finish(model, params, layout, w, keep, pattern=pattern, mask=mask, report=report,
                    recompute_batchnorm=recompute_batchnorm, t_start=t_start)
 
 
-def _per_sample_cross_entropy(output, target):
-    return F.cross_entropy(output, target, reduction="none")
-
-
 class _LossProbe:
-    """Training loss of the working model on a fixed subset, for the per-stage line search."""
+    """Mean loss of the working model on a fixed random subset of the data, for the per-stage line search."""
 
-    def __init__(self, model, data, n, loss_fn, seed):
-        X, y = as_tensors(data, "data")
-        idx = torch.randperm(len(X), generator=torch.Generator().manual_seed(seed + 7919))[:n]
-        self.X, self.y, self.model, self.loss_fn = X[idx], y[idx], model, loss_fn
+    def __init__(self, model, calibration, n, loss, seed):
+        generator = torch.Generator().manual_seed(seed + 7919)
+        self.index = torch.randperm(calibration.n_samples, generator=generator)[:n].sort().values
+        self.calibration, self.model, self.loss = calibration, model, loss
 
     @torch.no_grad()
     def __call__(self, batch_size=1000):
         device = model_device(self.model)
-        total = 0.0
+        total, count = 0.0, 0
         with eval_mode(self.model):
-            for s in range(0, len(self.X), batch_size):
-                out = self.model(self.X[s:s + batch_size].to(device))
-                total += self.loss_fn(out, self.y[s:s + batch_size].to(device)).sum().item()
-        return total / len(self.X)
+            for batch in self.calibration.samples(self.index, batch_size):
+                n = samples_in(batch)
+                losses = self.loss(self.model, to_device(batch, device))
+                per_sample = check_losses(losses, n)
+                total += losses.double().sum().item() if per_sample else losses.item() * n
+                count += n
+        return total / count
 
 
-def prune(model, data, sparsity, *, method="chita++", n_rows=None, samples_per_row=None, lam=None,
-          gradient_term=None, n_stages=None, hold_stages=None, schedule="exponential", scope="global",
-          block_size=None, score="fisher", line_search=None, loss_samples=None, loss_fn=None, solver_options=None,
-          targets=DEFAULT_TARGETS, ignore=DEFAULT_IGNORE, mask=True,
-          recompute_batchnorm=None, max_bytes=None, seed=0, progress=False):
+def _stage_constraint(pattern, s_t, sparsity, scope, blocks, slices, shapes, scores):
+    """``(budgets, keep0, projections)`` of one stage: the screening support and, for patterned stages, one
+    projection per block.  N:M stages below the target sparsity are unstructured (the ramp of CHITA++)."""
+    if pattern.kind == "nm" and s_t < sparsity - 1e-12:
+        pattern = Pattern.parse(None)
+    if not pattern.structured:
+        if scope == "global":
+            budgets, keep0 = allocate_budgets(blocks, scores, k=_budget(s_t, scores.size))
+        else:
+            budgets, keep0 = allocate_budgets(blocks, scores, per_layer=layer_budgets(slices, s_t))
+        return budgets, keep0, None
+    rows = [row_length(shape) for shape in shapes]
+    projections = [pattern.projection(start, end, rows[li], 1.0 - s_t) for start, end, li in blocks]
+    keep0 = np.zeros(scores.size, dtype=bool)
+    for (start, end, _), projection in zip(blocks, projections):
+        keep0[start:end] = l0reg.projection_mask(projection, scores[start:end])
+    return [int(keep0[s:e].sum()) for s, e, _ in blocks], keep0, projections
+
+
+def prune(model, data, sparsity=None, *, method="chita++", pattern=None, loss_fn=None, targets=DEFAULT_TARGETS,
+          ignore=DEFAULT_IGNORE, n_rows=None, samples_per_row=None, lam=None, gradient_term=None, n_stages=None,
+          hold_stages=None, schedule="exponential", scope="global", block_size=None, score="fisher",
+          line_search=None, loss_samples=None, solver_options=None, mask=True, recompute_batchnorm=None,
+          max_bytes=None, seed=0, progress=False):
     """Prune ``model`` in place to ``sparsity`` and return a :class:`PruneReport`.
 
     Parameters
     ----------
     model : nn.Module on CPU or CUDA
-    data : TensorDataset or (X, y)
-        Training data for the Fisher rows (and the line search); unused by ``"magnitude"``.
+    data : ``(X, y)``, a TensorDataset, a DataLoader or any iterable of batches (tensors, tuples, dicts /
+        Hugging Face ``BatchEncoding``): calibration data for the Fisher rows and the line search; unused by
+        ``"magnitude"``.
     sparsity : float in [0, 1)
         Fraction of the selected weights set to zero: ``k = ⌊(1 − s)p⌋`` are kept (per layer if layerwise).
-    method : {"chita++", "chita", "magnitude"}
+        May be None with an N:M pattern (implied: ``1 − n/m``).
+    method : {"chita++", "chita", "magnitude", "chita-layerwise", "sparsegpt", "wanda"}
+        The last three prune layer by layer on the reconstruction problem
+        (:func:`chita_nn.methods.layerwise.prune_layerwise`; only ``pattern``, ``targets``, ``ignore``,
+        ``mask``, ``seed`` and ``progress`` of the options below apply).
+    pattern : None / "unstructured", "N:M" (e.g. "2:4", "4:8") or "channel"
+        The sparsity pattern every returned mask satisfies (N:M along each weight's rows, i.e. the input
+        dimension of a ``Linear``; ``"channel"``: whole output rows, one block per layer).
+    loss_fn : callable, see :func:`chita_nn.core.losses.as_loss`
+        ``loss_fn(output, target)`` or ``loss_fn(model, batch)``, per-sample ``(B,)`` or a batch mean (each
+        Fisher row is then the gradient of one mini-batch of ``samples_per_row`` samples); default
+        cross-entropy (refused for float targets).  Ready-made: ``chita_nn.losses.cross_entropy()``,
+        ``causal_lm()``, ``distillation("mse" | "cosine")``.
+    targets, ignore : module types, class names, globs or ``"re:"`` patterns
+        Which weights are pruned (:func:`chita_nn.core.params.select_parameters`); ``lm_head`` is ignored by
+        default.
     n_rows, samples_per_row : int
         ``A`` has ``n_rows`` rows, each the mean gradient over ``samples_per_row`` samples
         (defaults: :data:`DEFAULTS`, shrunk to fit a small ``data``).
@@ -200,54 +241,63 @@ def prune(model, data, sparsity, *, method="chita++", n_rows=None, samples_per_r
     n_stages, hold_stages : int
         CHITA++ stages (ignored by CHITA, which is one stage): the sparsity rises over the first
         ``n_stages − hold_stages`` along ``schedule`` (:func:`sparsity_schedule`) and stays at ``sparsity``
-        for the last ``hold_stages`` (default ``n_stages // 5`` with the gradient term, else 0: without it
-        ``w̄`` already solves a stage whose sparsity did not change).
+        for the last ``hold_stages`` (default ``n_stages // 5`` with the gradient term, else 0).  With an N:M
+        pattern the rising stages are unstructured and the stages at the target are N:M.
     scope : {"global", "layerwise"}
     block_size : None, "layer" or int
         ``None``: one problem over all ``p`` weights (global scope); ``"layer"``: one block per layer;
         int: blocks of at most that many columns within each layer (block-diagonal Fisher).
     score : {"fisher", "magnitude"}
         Screening score that allocates the block budgets and warm-starts the solver.
-    loss_fn : callable ``(output, target) -> (N,)`` per-sample losses; default cross-entropy on logits.
     line_search : sequence of float or False
-        Step sizes ``α`` tried on each stage's result (training loss on ``loss_samples`` samples).
+        Step sizes ``α`` tried on each stage's result (loss on ``loss_samples`` samples).
     solver_options : dict
         Extra keyword arguments of :func:`l0reg.solve` (default ``DEFAULTS["solver_options"]``).
     mask : bool
         Install ``torch.nn.utils.prune`` masks (True) or write zeros into the weights.
     recompute_batchnorm : dataset or None
-        Re-estimate BatchNorm statistics on it after pruning.  Use inputs distributed like the training
-        inputs (augmentation included): the paper's ResNet20, trained with random crops and flips, drops from
-        91.43% to 88.51% when its statistics are re-estimated on un-augmented CIFAR-10 images.
+        Re-estimate BatchNorm statistics on it after pruning (rolled back with the weights if it fails).
+        Use inputs distributed like the training inputs (augmentation included): the paper's ResNet20,
+        trained with random crops and flips, drops from 91.43% to 88.51% when its statistics are
+        re-estimated on un-augmented CIFAR-10 images.
     """
     t_start = time.perf_counter()
-    _check_choice("method", method, METHODS)
+    _check_choice("method", method, METHODS + LAYERWISE_METHODS)
+    if method in LAYERWISE_METHODS:
+        from .layerwise import prune_layerwise
+        return prune_layerwise(model, data, sparsity, method=method.replace("-layerwise", ""), pattern=pattern,
+                               targets=targets, ignore=ignore, mask=mask, progress=progress)
     if method == "magnitude":
-        return magnitude_prune(model, sparsity, scope=scope, targets=targets, ignore=ignore,
+        return magnitude_prune(model, sparsity, scope=scope, pattern=pattern, targets=targets, ignore=ignore,
                                mask=mask, recompute_batchnorm=recompute_batchnorm)
-    sparsity = _check_sparsity(sparsity)
+    pattern = Pattern.parse(pattern)
+    sparsity = _check_sparsity(pattern.sparsity(sparsity))
     _check_choice("scope", scope, SCOPES)
     _check_choice("schedule", schedule, SCHEDULES)
     _check_choice("score", score, SCORES)
     if block_size is not None and block_size != "layer":
         _check_positive_int("block_size", block_size)
-    _check_device(model)
-    X, _ = as_tensors(data, "data")
-    if len(X) == 0:
-        raise ValueError("data is empty")
+    if pattern.kind == "channel":
+        if block_size not in (None, "layer"):
+            raise ValueError("block_size must be None or 'layer' with pattern='channel' (one block per layer)")
+        scope, block_size = "layerwise", "layer"
+    _check_model(model)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    calibration = Calibration(data, "data")
     n_rows = _check_positive_int("n_rows", DEFAULTS["n_rows"] if n_rows is None else n_rows)
     if samples_per_row is None:
-        n_rows = min(n_rows, len(X))
-        samples_per_row = max(1, min(DEFAULTS["samples_per_row"], len(X) // n_rows))
+        n_rows = min(n_rows, calibration.max_rows(1))
+        samples_per_row = max(1, min(DEFAULTS["samples_per_row"], calibration.n_samples // n_rows))
+        while calibration.max_rows(samples_per_row) < n_rows:
+            samples_per_row -= 1
     samples_per_row = _check_positive_int("samples_per_row", samples_per_row)
-    if n_rows * samples_per_row > len(X):
-        raise ValueError(f"data is too small: n_rows * samples_per_row = {n_rows} * {samples_per_row} "
-                         f"> {len(X)} samples; lower n_rows or samples_per_row")
-    lam = float(DEFAULTS["lam"] if lam is None else lam)
+    lam = DEFAULTS["lam"] if lam is None else lam
+    if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not (np.isfinite(lam) and lam >= 0.0):
+        raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
+    lam = float(lam)
     gradient_term = bool(DEFAULTS["gradient_term"] if gradient_term is None else gradient_term)
     gradient = gradient_weight(gradient_term, samples_per_row)
-    if not lam >= 0.0:
-        raise ValueError(f"lam must be >= 0, got {lam!r}")
     n_stages = _check_positive_int("n_stages", DEFAULTS["n_stages"] if n_stages is None else n_stages)
     if hold_stages is None:  # without the gradient term a stage at an unchanged sparsity has nothing to do
         hold_stages = n_stages // 5 if gradient_term else 0
@@ -260,46 +310,53 @@ def prune(model, data, sparsity, *, method="chita++", n_rows=None, samples_per_r
     else:
         options.setdefault("max_iter", DEFAULTS["stage_max_iter"])
     steps = DEFAULTS["line_search"] if line_search is None else (line_search or ())
-    params, layout = _select(model, targets, ignore)
-    slices = layout.offsets
+    if any(not (isinstance(a, numbers.Real) and 0.0 <= a <= 1.0) for a in steps):
+        raise ValueError(f"line_search steps must be numbers in [0, 1], got {list(steps)!r}")
+    loss_samples = DEFAULTS["loss_samples"] if loss_samples is None else loss_samples
+    loss_samples = _check_positive_int("loss_samples", loss_samples)
+    params, layout = _select(model, targets, ignore, pattern)
+    slices, shapes = layout.offsets, [pp.shape for pp in params]
     p = layout.p
     w = layout.gather(np.float64)
+    _check_finite_weights(params, w, layout)
+    loss = as_loss(loss_fn).bind(model)
 
     # Work on a plain (un-reparametrised) copy so that ``model`` is untouched until the write-back.
     work = strip_reparametrization(copy.deepcopy(model))
-    work_params, work_layout = _select(work, targets, ignore)
+    work_params, work_layout = _select(work, targets, ignore, pattern)
     start = float(np.mean(w == 0.0))
     ramp = n_stages - hold_stages
     stages = [sparsity] if start >= sparsity else sparsity_schedule(sparsity, ramp, schedule, start=start)
     stages += [sparsity] * hold_stages
+    align = pattern.m if pattern.kind == "nm" else 1
     if block_size is None and scope == "global":
         blocks = [(0, p, 0)]
     else:
-        blocks = make_blocks(slices, None if block_size in (None, "layer") else block_size)
-    n_probe = min(len(X), DEFAULTS["loss_samples"] if loss_samples is None else loss_samples)
-    probe = _LossProbe(work, data, n_probe, loss_fn or _per_sample_cross_entropy, seed) if steps else None
+        blocks = make_blocks(slices, None if block_size in (None, "layer") else block_size, align=align)
+    probe = _LossProbe(work, calibration, min(calibration.n_samples, loss_samples), loss, seed) if steps else None
     report = PruneReport(method, sparsity, settings=dict(
         n_rows=n_rows, samples_per_row=samples_per_row, lam=lam, gradient_term=gradient_term,
         n_stages=len(stages), hold_stages=hold_stages, schedule=schedule, scope=scope, block_size=block_size,
-        score=score, line_search=list(steps), seed=seed))
+        score=score, line_search=list(steps), seed=seed, pattern=str(pattern), loss=loss.description))
     A = None
     for t, s_t in enumerate(tqdm(stages, desc=f"{method} stages", disable=not progress, leave=False)):
         t0 = time.perf_counter()
-        fisher = empirical_fisher(work, work_params, data, n_rows=n_rows, samples_per_row=samples_per_row,
-                                  loss_fn=loss_fn, out=A, max_bytes=max_bytes, seed=seed + t)
+        fisher = empirical_fisher(work, work_params, calibration, n_rows=n_rows, samples_per_row=samples_per_row,
+                                  loss_fn=loss, out=A, max_bytes=max_bytes, seed=seed + t)
         A = fisher.A
+        if not np.isfinite(fisher.grad).all():
+            raise ValueError(f"stage {t + 1}: the loss gradient is not finite (NaN or inf); model unchanged")
+        report.settings["rows"] = "per-sample" if fisher.per_sample else "mini-batch (batch-mean loss)"
         t_grad = time.perf_counter() - t0
         scores = screening_scores(A, w, score)
-        if scope == "global":
-            budgets, keep0 = allocate_budgets(blocks, scores, k=_budget(s_t, p))
-        else:
-            budgets, keep0 = allocate_budgets(blocks, scores, per_layer=layer_budgets(slices, s_t))
+        budgets, keep0, projections = _stage_constraint(pattern, s_t, sparsity, scope, blocks, slices, shapes,
+                                                        scores)
         b = rhs(A, w, gradient)
         w0 = w * keep0
-        keep_mp = magnitude_keep(w, slices, s_t, scope)
+        keep_mp = magnitude_keep(w, slices, s_t, scope, pattern if projections else None, shapes)
         w_mp = w * keep_mp
         w_star, keep, t_solve = solve_blocks(A, w, blocks, budgets, gradient=gradient, lam=lam,
-                                             w_init=w0, solver_options=options)
+                                             w_init=w0, solver_options=options, projections=projections)
         w_star *= keep
         stage = StageReport(s_t, int(keep.sum()), l0reg.objective(A, b, w_mp, lam=lam, w_bar=w),
                             l0reg.objective(A, b, w_star, lam=lam, w_bar=w),
@@ -311,16 +368,21 @@ def prune(model, data, sparsity, *, method="chita++", n_rows=None, samples_per_r
         logger.info("stage %d/%d: sparsity %.4f objective %.6g -> %.6g step %.2f loss %.4g",
                     t + 1, len(stages), s_t, stage.objective_start, stage.objective, stage.step,
                     stage.train_loss)
-    return _finish(model, params, layout, w, keep, mask=mask, report=report,
+    fallbacks = sum(1 for stage in report.stages if np.isnan(stage.step))
+    if fallbacks:
+        logger.warning("%d of %d stages kept the magnitude solution (the quadratic model's step raised the loss)",
+                       fallbacks, len(report.stages))
+    return _finish(model, params, layout, w, keep, pattern=pattern, mask=mask, report=report,
                    recompute_batchnorm=recompute_batchnorm, t_start=t_start)
 
 
 def _line_search(work_params, work_layout, probe, w_bar, w_star, keep, magnitude, steps, stage):
-    """Pick the stage's weights by training loss and write them into the work model; returns ``(w, keep)``.
+    """Pick the stage's weights by loss and write them into the work model; returns ``(w, keep)``.
 
     Candidates: ``w(α) = P_S(w̄) + α (w* − P_S(w̄))`` for ``α`` in ``steps`` (a trust region on the
     quadratic model), and the magnitude solution ``magnitude = (w_mp, keep_mp)`` as a safeguard for when
-    the quadratic model is not trustworthy (``stage.step`` is then nan).  Without ``steps``, ``w*`` is taken as is.
+    the quadratic model is not trustworthy (``stage.step`` is then nan).  Every candidate has the support of
+    a solver result or of magnitude pruning under the same pattern.  Without ``steps``, ``w*`` is taken as is.
     """
     def put(vec, support):
         write_weights(work_params, work_layout.split(vec), work_layout.split(support), mask=False)
@@ -335,8 +397,13 @@ def _line_search(work_params, work_layout, probe, w_bar, w_star, keep, magnitude
     for alpha, vec, support in candidates:
         put(vec, support)
         loss = probe()
+        if not np.isfinite(loss):
+            continue
         if best is None or loss < best[0]:
             best = (loss, alpha, vec, support)
+    if best is None:
+        raise ValueError("the loss is not finite (NaN or inf) at every candidate of the step search; "
+                         "model unchanged")
     stage.train_loss, stage.step, w, keep = best
     put(w, keep)
     return w, keep
