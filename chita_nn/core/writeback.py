@@ -67,8 +67,9 @@ def write_weights(params, values, masks, *, mask=True):
                     prune.custom_from_mask(module, name, keep.to(device=weight.device, dtype=weight.dtype))
 
 
-def write_weights_atomic(model, params, values, masks, *, mask=True):
-    """:func:`write_weights`, restoring ``model`` exactly if it fails midway.
+def write_weights_atomic(model, params, values, masks, *, mask=True, then=None):
+    """:func:`write_weights` followed by ``then(model)`` (e.g. BatchNorm re-estimation), restoring ``model``
+    exactly if either fails.
 
     The state dict and the set of reparametrised modules are saved first; on
     any exception, reparametrisations added by this call are removed, the
@@ -79,6 +80,8 @@ def write_weights_atomic(model, params, values, masks, *, mask=True):
               for p in params}
     try:
         write_weights(params, values, masks, mask=mask)
+        if then is not None:
+            then(model)
     except BaseException:
         for p in params:
             was_reparametrized, order = before[id(p.module)]
