@@ -1,0 +1,241 @@
+"""chita_nn.prune on the models users bring: DataLoaders and dict batches, loss forms, N:M / channel patterns
+that hold on every mask, and bad input that leaves the model unchanged."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from chita_nn import losses, magnitude_prune, prune
+from chita_nn.core.batches import Calibration
+from chita_nn.core.fisher import empirical_fisher
+from chita_nn.core.params import select_parameters
+
+FAST = dict(n_rows=24, samples_per_row=2, n_stages=2, line_search=(0.0, 1.0), loss_samples=64)
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _assert_unchanged(before, model):
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    for key, value in before.items():
+        assert torch.allclose(value, after[key], rtol=0, atol=0, equal_nan=True), key
+
+
+def _masks(model):
+    return {name: buf for name, buf in model.named_buffers() if name.endswith("weight_mask")}
+
+
+def _is_nm(mask, n, m):
+    rows = mask.reshape(mask.shape[0], -1)
+    return bool((rows.reshape(-1, m).sum(dim=1) <= n).all())
+
+
+@pytest.fixture
+def classifier():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8), nn.ReLU(), nn.Linear(8, 4))
+
+
+@pytest.fixture
+def data():
+    generator = torch.Generator().manual_seed(1)
+    X = torch.randn(128, 16, generator=generator)
+    return X, (X[:, :4].sum(dim=1) > 0).long() + 2 * (X[:, 4] > 0).long()
+
+
+class DictEncoder(nn.Module):
+    """A sentence-transformer-like model: forward takes one dict, returns a dict with an embedding."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(30, 16)
+        self.proj = nn.Linear(16, 16)
+        self.out = nn.Linear(16, 8)
+
+    def forward(self, features):
+        h = self.embed(features["input_ids"]) * features["attention_mask"].unsqueeze(-1)
+        h = torch.tanh(self.proj(h)).mean(dim=1)
+        return {"sentence_embedding": self.out(h)}
+
+
+class KeywordLM(nn.Module):
+    """A Hugging Face-like causal LM: keyword inputs, an output object with ``logits``."""
+
+    def __init__(self, vocab=20):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, 16)
+        self.mlp = nn.Linear(16, 16)
+        self.lm_head = nn.Linear(16, vocab)
+
+    def forward(self, input_ids, attention_mask=None):
+        return {"logits": self.lm_head(torch.relu(self.mlp(self.embed(input_ids))))}
+
+
+def _token_batches(n_batches=6, batch=8, length=7, vocab=30, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_batches):
+        ids = torch.randint(0, vocab, (batch, length), generator=generator)
+        mask = torch.ones(batch, length, dtype=torch.long)
+        mask[:, -2:] = (torch.rand(batch, 2, generator=generator) > 0.5).long()
+        out.append({"input_ids": ids, "attention_mask": mask})
+    return out
+
+
+# --- data and loss forms ------------------------------------------------------------------------------------
+
+def test_dataloader_gives_the_rows_of_the_tensors(classifier, data):
+    params = select_parameters(classifier)
+    direct = empirical_fisher(classifier, params, data, n_rows=16, samples_per_row=2)
+    loader = DataLoader(TensorDataset(*data), batch_size=8)
+    through_loader = empirical_fisher(classifier, params, loader, n_rows=16, samples_per_row=2)
+    np.testing.assert_allclose(through_loader.A, direct.A, rtol=1e-5, atol=1e-7)
+
+
+def test_scalar_loss_rows_are_minibatch_gradients(classifier, data):
+    X, y = data
+    target = torch.randn(len(X), 4)
+    params = select_parameters(classifier)
+    fisher = empirical_fisher(classifier, params, (X, target), n_rows=5, samples_per_row=4, loss_fn=F.mse_loss)
+    assert not fisher.per_sample
+    for r in range(5):
+        classifier.zero_grad()
+        F.mse_loss(classifier(X[4 * r:4 * r + 4]), target[4 * r:4 * r + 4]).backward()
+        expected = torch.cat([pp.parameter.grad.reshape(-1) for pp in params]).numpy()
+        np.testing.assert_allclose(fisher.A[r], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_dict_model_with_distillation_prunes(classifier):
+    torch.manual_seed(0)
+    model = DictEncoder()
+    batches = _token_batches()
+    dense = {k: v.clone() for k, v in model.state_dict().items()}
+    report = prune(model, batches, 0.5, method="chita", loss_fn=losses.distillation("cosine"),
+                   targets=["Linear"], n_rows=24, samples_per_row=2, line_search=(0.0, 0.5, 1.0), loss_samples=48)
+    assert report.settings["loss"].startswith("distillation")
+    for name, mask in _masks(model).items():
+        assert mask.float().mean().item() == pytest.approx(0.5, abs=0.02) or name
+    assert sum(int((m == 0).sum()) for m in _masks(model).values()) > 0
+    assert not torch.equal(dense["proj.weight"], model.proj.weight)
+
+
+def test_distillation_rows_are_not_zero_at_the_dense_model():
+    torch.manual_seed(0)
+    model = DictEncoder()
+    loss = losses.distillation("mse").bind(model)
+    params = select_parameters(model, targets=["Linear"])
+    fisher = empirical_fisher(model, params, Calibration(_token_batches()), n_rows=8, samples_per_row=1,
+                              loss_fn=loss)
+    assert np.abs(fisher.A).sum() > 0  # the Gauss-Newton sketch, not the (zero) loss gradient
+
+
+def test_causal_lm_loss_and_keyword_model():
+    torch.manual_seed(0)
+    model = KeywordLM(vocab=30)
+    batches = _token_batches(vocab=30)
+    value = losses.causal_lm()(model, batches[0])
+    assert value.shape == (8,) and torch.isfinite(value).all()
+    report = prune(model, batches, 0.5, method="chita", loss_fn=losses.causal_lm(), **FAST)
+    assert "lm_head.weight_mask" not in dict(model.named_buffers())  # lm_head ignored by default
+    assert report.layers[0].name == "mlp.weight"
+
+
+def test_float_targets_need_a_loss(classifier, data):
+    X, _ = data
+    before = _state(classifier)
+    with pytest.raises(ValueError, match="loss_fn.*float32"):
+        prune(classifier, (X, torch.randn(len(X))), 0.5, method="chita", **FAST)
+    _assert_unchanged(before, classifier)
+
+
+# --- patterns -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method,extra", [
+    ("magnitude", {}), ("chita", {}), ("chita++", {}), ("chita", {"block_size": 64}),
+    ("chita", {"scope": "layerwise", "block_size": "layer"})])
+@pytest.mark.parametrize("pattern,n,m", [("2:4", 2, 4), ("4:8", 4, 8)])
+def test_nm_pattern_holds_on_every_mask(classifier, data, method, extra, pattern, n, m):
+    options = {} if method == "magnitude" else {**FAST, **extra}
+    prune(classifier, data, None, method=method, pattern=pattern, **options)
+    masks = _masks(classifier)
+    assert len(masks) == 3
+    for name, mask in masks.items():
+        assert _is_nm(mask, n, m), name
+        assert mask.float().mean().item() == pytest.approx(n / m), name
+
+
+def test_nm_pattern_holds_when_the_magnitude_fallback_wins(classifier, data):
+    # A huge ridge makes the solver's step useless: the step search keeps magnitude at some stages.
+    prune(classifier, data, None, method="chita++", pattern="2:4", **{**FAST, "lam": 1e6})
+    for name, mask in _masks(classifier).items():
+        assert _is_nm(mask, 2, 4), name
+
+
+def test_channel_pattern_keeps_whole_rows(classifier, data):
+    prune(classifier, data, 0.5, method="chita", pattern="channel", **FAST)
+    for name, mask in _masks(classifier).items():
+        rows = mask.reshape(mask.shape[0], -1)
+        assert bool((rows.all(dim=1) | ~rows.any(dim=1)).all()), name
+        assert rows.all(dim=1).float().mean().item() == pytest.approx(0.5, abs=0.15), name
+
+
+def test_magnitude_nm_picks_the_largest_of_each_group():
+    layer = nn.Linear(4, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.1, -3.0, 2.0, 0.5]]))
+    magnitude_prune(layer, pattern="2:4")
+    assert layer.weight_mask.tolist() == [[0.0, 1.0, 1.0, 0.0]]
+
+
+# --- bad input: a clear error naming the argument, the model unchanged ---------------------------------------
+
+@pytest.mark.parametrize("kwargs,error,message", [
+    (dict(pattern="3:2"), ValueError, "0 < N < M"),
+    (dict(pattern="2-4"), ValueError, "pattern must be one of"),
+    (dict(pattern="2:4", sparsity=0.7), ValueError, "contradicts pattern"),
+    (dict(pattern="2:3"), ValueError, "multiple of 3"),
+    (dict(loss_fn=lambda out, y: out), ValueError, "loss_fn must return per-sample"),
+    (dict(loss_fn=lambda out, y: out.sum(dim=1) * float("nan")), ValueError, "non-finite"),
+    (dict(loss_fn=3), TypeError, "loss_fn must be callable"),
+    (dict(seed="x"), ValueError, "seed"),
+    (dict(loss_samples=0), ValueError, "loss_samples"),
+    (dict(line_search=(-1.0,)), ValueError, "line_search"),
+    (dict(targets=["nothing"]), ValueError, "no prunable parameters"),
+])
+def test_bad_input_leaves_model_unchanged(classifier, data, kwargs, error, message):
+    before = _state(classifier)
+    args = {**FAST, "method": "chita", "sparsity": 0.5} | kwargs
+    sparsity = args.pop("sparsity") if "pattern" not in kwargs or "sparsity" in kwargs else None
+    args.pop("sparsity", None)
+    with pytest.raises(error, match=message):
+        prune(classifier, data, sparsity, **args)
+    _assert_unchanged(before, classifier)
+
+
+def test_empty_dataloader_and_nan_weights(classifier, data):
+    before = _state(classifier)
+    with pytest.raises(ValueError, match="data is empty"):
+        prune(classifier, DataLoader(TensorDataset(data[0][:0], data[1][:0]), batch_size=4), 0.5, **FAST)
+    _assert_unchanged(before, classifier)
+    with torch.no_grad():
+        classifier[0].weight[0, 0] = float("nan")
+    before = _state(classifier)
+    with pytest.raises(ValueError, match="non-finite weights"):
+        prune(classifier, data, 0.5, **FAST)
+    _assert_unchanged(before, classifier)
+
+
+def test_failed_batchnorm_reestimation_rolls_back(data):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 4))
+    before = _state(model)
+    wrong = (torch.randn(64, 5), torch.zeros(64, dtype=torch.long))  # wrong feature count
+    with pytest.raises(RuntimeError):
+        prune(model, data, 0.5, method="chita", recompute_batchnorm=wrong, **FAST)
+    _assert_unchanged(before, model)
+    assert not _masks(model)
