@@ -31,7 +31,8 @@ _BLOCK = 2048
 
 def matrix_scale(A):
     """The power of two ``s`` with ``max|A| / s`` in [0.5, 1) (1 for a zero matrix)."""
-    peak = float(kern.max_abs(A.reshape(-1, order="A")))
+    kernel = kern.max_abs.parallel if A.size >= _PARALLEL_MIN_WORK else kern.max_abs
+    peak = float(kernel(A.reshape(-1, order="A")))
     return float(np.ldexp(1.0, int(np.frexp(peak)[1]))) if peak > 0 else 1.0
 
 
@@ -169,7 +170,8 @@ class Design:
         if self._col_sq is None:
             out = np.empty(self.p)
             if self.fortran:
-                kern.column_norms_sq(self.A, self.inv, out)
+                kernel = kern.column_norms_sq
+                (kernel.parallel if self.A.size >= _PARALLEL_MIN_WORK else kernel)(self.A, self.inv, out)
             else:
                 out[:] = 0.0
                 for lo in range(0, self.n, 8):  # 8 rows at a time: O(p) temporary memory

@@ -249,7 +249,7 @@ def insertion_gains(h, gram_col, w_i, w_bar, col_sq, nlam, in_support, gain, val
         value[j] = num / denom
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@serial_and_parallel
 def column_norms_sq(A, inv, out):
     """``out_j = ‖inv · a_j‖²`` for every column (any layout), squares in float64."""
     n, p = A.shape
@@ -261,9 +261,9 @@ def column_norms_sq(A, inv, out):
         out[j] = acc
 
 
-@njit(cache=True, parallel=True)
+@serial_and_parallel
 def max_abs(x):
-    """``max_i |x_i|`` of a 1-D array (chunks reduced in parallel)."""
+    """``max_i |x_i|`` of a 1-D array (by chunks, reduced in parallel in ``.parallel``)."""
     chunk = 1 << 16
     nchunks = (x.shape[0] + chunk - 1) // chunk
     partial = np.zeros(nchunks)
