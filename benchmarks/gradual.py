@@ -17,7 +17,7 @@ from pathlib import Path
 
 from _common import environment, report
 
-from chita_nn.cli import load_problem
+from chita_nn.zoo.problems import load_problem
 from chita_nn.core.runtime import evaluate
 from chita_nn.methods.gradual import load_recipe, run_gradual
 from chita_nn.methods.oneshot import prune

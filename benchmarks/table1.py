@@ -15,7 +15,7 @@ import logging
 import os
 import time
 
-from chita_nn.cli import load_problem
+from chita_nn.zoo.problems import load_problem
 from chita_nn.core.runtime import evaluate
 from chita_nn.methods.oneshot import METHODS, prune
 

@@ -9,37 +9,39 @@ The main entry points::
 Pruned weights are written back with ``torch.nn.utils.prune`` masks
 (``weight_orig`` / ``weight_mask``), so ``prune.remove`` works as usual.
 """
-from .core.fisher import FisherSample, empirical_fisher, fisher_nbytes
-from .core.params import ParamLayout, PrunableParam, select_parameters
-from .core.report import PruneReport
-from .core.runtime import evaluate
-from .core.writeback import load_pruned, recompute_batchnorm, save_pruned
-from .methods.distributed import distributed_block_prune
-from .methods.gradual import GradualConfig, load_recipe, run_gradual
-from .methods.oneshot import magnitude_prune, prune
-from .methods.scale import block_prune
-from .methods.schedules import sparsity_schedule
-from .zoo.datasets import (
-    load_cifar10,
-    load_digits_data,
-    load_mnist,
-    resolve_data_dir,
-    subset,
-)
-from .zoo.models import (
-    DigitsMLP,
-    MLPNet,
-    ResNet20,
-    load_mlpnet,
-    load_resnet20,
-    train_digits_mlp,
-)
+import importlib
 
-__all__ = [
-    "DigitsMLP", "FisherSample", "GradualConfig", "block_prune", "distributed_block_prune", "load_recipe",
-    "run_gradual", "MLPNet", "ParamLayout", "PrunableParam", "PruneReport", "ResNet20",
-    "empirical_fisher", "evaluate", "fisher_nbytes", "load_cifar10", "load_digits_data", "load_mlpnet",
-    "load_mnist", "load_pruned", "load_resnet20", "magnitude_prune", "prune", "recompute_batchnorm",
-    "resolve_data_dir", "save_pruned", "select_parameters", "sparsity_schedule", "subset", "train_digits_mlp",
-]
+#: Public name -> module that defines it.  Modules are imported on first use, so ``import chita_nn`` (and
+#: ``chita-nn --help``) does not load torch.
+_EXPORTS = {
+    ".core.fisher": ("FisherSample", "empirical_fisher", "fisher_nbytes"),
+    ".core.params": ("ParamLayout", "PrunableParam", "select_parameters"),
+    ".core.report": ("PruneReport",),
+    ".core.runtime": ("evaluate",),
+    ".core.writeback": ("load_pruned", "recompute_batchnorm", "save_pruned"),
+    ".core.export": ("export", "load_export"),
+    ".methods.distributed": ("distributed_block_prune",),
+    ".methods.gradual": ("GradualConfig", "load_recipe", "run_gradual"),
+    ".methods.oneshot": ("magnitude_prune", "prune"),
+    ".methods.scale": ("block_prune",),
+    ".methods.schedules": ("sparsity_schedule",),
+    ".zoo.datasets": ("load_cifar10", "load_digits_data", "load_mnist", "resolve_data_dir", "subset"),
+    ".zoo.models": ("DigitsMLP", "MLPNet", "ResNet20", "load_mlpnet", "load_resnet20", "train_digits_mlp"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_MODULE_OF[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
 __version__ = "0.1.0"

@@ -95,10 +95,17 @@ def write_weights_atomic(model, params, values, masks, *, mask=True, then=None):
         raise
 
 
+def _is_prune_mask(key, state):
+    """Whether ``state[key]`` is the mask of a prune reparametrisation (a ``<name>_orig`` sits beside it)."""
+    return key.endswith("_mask") and key[: -len("_mask")] + "_orig" in state
+
+
 def save_pruned(model, path, report=None):
-    """Save the state dict (with ``*_orig`` / ``*_mask`` entries) and the report as a dict."""
-    payload = {"state_dict": model.state_dict(),
-               "report": report.to_dict() if report is not None else None}
+    """Save the state dict (with ``*_orig`` / ``*_mask`` entries; prune masks stored as bool, a quarter of the
+    size of ``*_orig`` rather than as much again) and the report as a dict."""
+    state = model.state_dict()
+    state = {key: value.bool() if _is_prune_mask(key, state) else value for key, value in state.items()}
+    payload = {"state_dict": state, "report": report.to_dict() if report is not None else None}
     torch.save(payload, path)
 
 

@@ -13,18 +13,18 @@ Pruned weights stay exactly zero: masks are ``torch.nn.utils.prune`` reparametri
 step, and ``weight_orig`` is zero on pruned entries (written so by the prune write-back), hence weight decay and
 (reset) momentum add nothing there.
 
-A checkpoint (model with masks, optimizer, scheduler, RNG states, history) is written atomically after every
-epoch; :func:`run_gradual` resumes from it, and mini-batch order and augmentation depend only on
+A checkpoint (model with masks, optimizer, scheduler, RNG states, history) is written atomically with a checksum
+before the first epoch and after every epoch, the last two kept (:mod:`chita_nn.methods.checkpoints`);
+:func:`run_gradual` resumes from the newest good one, and mini-batch order and augmentation depend only on
 ``(seed, epoch)``, so a resumed run reproduces an uninterrupted one.
 """
 import json
 import logging
 import math
-import numbers
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,77 +34,28 @@ from torch.nn.utils import prune as torch_prune
 from tqdm.auto import tqdm
 
 from ..core.batches import as_tensors
+from ..core.data_checks import check_classification_data
+from ..core.errors import first_line
 from ..core.params import select_parameters
 from ..core.runtime import evaluate
 from ..core.writeback import is_reparametrized, refresh_effective_weights, save_pruned
-from .oneshot import METHODS, prune
-from .schedules import sparsity_schedule
+from .checkpoints import CheckpointError, atomic_torch_save, load_latest, remove_checkpoints, save_checkpoint
+from .gradual_config import AUGMENTATIONS, GradualConfig
+from .gradual_plot import plot_history
+from .oneshot import prune
+from .recipes import Recipe, load_recipe, parse_recipe
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"
+__all__ = ["AUGMENTATIONS", "CheckpointError", "CosineCycles", "GradualConfig", "GradualResult", "Recipe",
+           "atomic_torch_save", "load_recipe", "parse_recipe", "plot_history", "resume_point", "run_gradual",
+           "sparsity_of"]
+
 LOG = "log.jsonl"
 PLOT = "progress.png"
 FINAL = "final.pt"
-AUGMENTATIONS = ("none", "crop_flip")
-_SELECTION_KEYS = ("module_types", "include", "exclude")
-
-
-@dataclass
-class GradualConfig:
-    """A gradual pruning run (see the module docstring for the schedules).
-
-    ``prune_options`` are passed to :func:`chita_nn.methods.oneshot.prune` at every event (``n_rows``, ``lam``,
-    ``n_stages``, ``block_size``, ...); ``seed + i`` is its seed at event ``i``.
-    """
-
-    target_sparsity: float
-    initial_sparsity: float = 0.5
-    epochs: int = 10
-    prune_every: int = 2
-    n_events: int = None
-    method: str = "chita++"
-    prune_options: dict = field(default_factory=dict)
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-5
-    cycle_min_lr: float = 1e-4
-    final_lr: float = 1e-5
-    batch_size: int = 128
-    augment: str = "none"
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.n_events is None:
-            self.n_events = max(1, self.epochs // self.prune_every)
-        for name in ("epochs", "prune_every", "n_events", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not 0.0 <= self.initial_sparsity <= self.target_sparsity < 1.0:
-            raise ValueError(f"need 0 <= initial_sparsity <= target_sparsity < 1, got "
-                             f"{self.initial_sparsity!r} and {self.target_sparsity!r}")
-        if (self.n_events - 1) * self.prune_every >= self.epochs:
-            raise ValueError(f"the last of n_events={self.n_events} events (epoch "
-                             f"{(self.n_events - 1) * self.prune_every}) must come before epochs={self.epochs}")
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.augment not in AUGMENTATIONS:
-            raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
-        if not 0.0 < self.final_lr <= self.lr or not 0.0 <= self.cycle_min_lr <= self.lr:
-            raise ValueError(f"need 0 < final_lr <= lr and 0 <= cycle_min_lr <= lr, got lr={self.lr}, "
-                             f"cycle_min_lr={self.cycle_min_lr}, final_lr={self.final_lr}")
-
-    def event_epochs(self):
-        """Epochs at whose start a prune event happens."""
-        return [i * self.prune_every for i in range(self.n_events)]
-
-    def event_sparsities(self):
-        """Cubic ramp from ``initial_sparsity`` to ``target_sparsity`` over the events."""
-        if self.n_events == 1 or self.initial_sparsity == self.target_sparsity:
-            return [self.initial_sparsity] * (self.n_events - 1) + [self.target_sparsity]
-        return [self.initial_sparsity] + sparsity_schedule(self.target_sparsity, self.n_events - 1, "cubic",
-                                                           start=self.initial_sparsity)
+_SELECTION_KEYS = ("targets", "ignore")
+_CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "rng", "epoch", "history", "config")
 
 
 class CosineCycles:
@@ -178,45 +129,11 @@ def _as_tuples(value):
     return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-def atomic_torch_save(obj, path):
-    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace`` onto ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _write_log(history, path):
     """Rewrite the JSON-lines log from ``history`` (atomic), so it always matches the checkpoint."""
     tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")
     tmp.write_text("".join(json.dumps(record) + "\n" for record in history))
     os.replace(tmp, path)
-
-
-def plot_history(history, path):
-    """Test accuracy, sparsity and learning rate per epoch, saved as an image (matplotlib, Agg backend)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] + 1 for r in history]
-    fig, axes = plt.subplots(3, 1, figsize=(6, 7), sharex=True)
-    axes[0].plot(epochs, [100 * r["test_accuracy"] for r in history], "o-", label="test")
-    axes[0].plot(epochs, [100 * r["test_accuracy_after_prune"] if r["test_accuracy_after_prune"] is not None
-                          else np.nan for r in history], "x", label="right after prune event")
-    axes[0].set_ylabel("accuracy (%)")
-    axes[0].legend()
-    axes[1].plot(epochs, [r["sparsity"] for r in history], "o-")
-    axes[1].set_ylabel("sparsity")
-    axes[2].semilogy(epochs, [r["lr"] for r in history], "o-")
-    axes[2].set_ylabel("lr (last step of epoch)")
-    axes[2].set_xlabel("epoch")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 @dataclass
@@ -228,6 +145,23 @@ class GradualResult:
     test_loss: float
     sparsity: float
     resumed_from: int
+
+
+def _latest_checkpoint(out_dir, config):
+    """``(path, state)`` of the newest usable checkpoint in ``out_dir`` (None if none), written by a run of
+    ``config``; ``ValueError`` if it was written by another configuration."""
+    found = load_latest(out_dir, _CHECKPOINT_KEYS)
+    if found is not None and found[1]["config"] != asdict(config):
+        raise ValueError(f"{found[0]} was written by a run with another configuration; use another output "
+                         f"folder or start over (resume=False; on the command line --no-resume --overwrite)")
+    return found
+
+
+def resume_point(out_dir, config):
+    """The epoch a run of ``config`` in ``out_dir`` would resume after (0 for a fresh start), checked without
+    loading anything into a model: :class:`CheckpointError` / ``ValueError`` as :func:`run_gradual` would."""
+    found = _latest_checkpoint(out_dir, config)
+    return 0 if found is None else found[1]["epoch"]
 
 
 class _Trainer:
@@ -257,17 +191,22 @@ class _Trainer:
                 "scheduler": self.scheduler.state_dict(), "rng": _rng_state(), "epoch": self.epoch,
                 "history": self.history, "config": asdict(self.config)}
 
-    def load(self, path):
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state["config"] != asdict(self.config):
-            raise ValueError(f"{path} was written by a run with another configuration; use a fresh output "
-                             f"folder or resume=False")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+    def resume(self):
+        """Load the newest usable checkpoint of the output folder; False if there is none."""
+        found = _latest_checkpoint(self.out, self.config)
+        if found is None:
+            return False
+        path, state = found
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: does not fit this model ({first_line(exc)})") from None
         self.scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
         self.epoch, self.history = state["epoch"], state["history"]
         logger.info("resumed from %s after epoch %d", path, self.epoch)
+        return True
 
     def prune_event(self, index, sparsity):
         options = dict(self.config.prune_options)
@@ -279,18 +218,23 @@ class _Trainer:
         return report
 
     def train_epoch(self):
+        """One epoch of masked SGD; mean training loss.  ``FloatingPointError`` on a non-finite loss."""
         config = self.config
         generator = torch.Generator().manual_seed(config.seed * 100003 + self.epoch)
         order = torch.randperm(len(self.X), generator=generator)
         self.model.train()
         loss_sum = 0.0
-        for batch in tqdm(order.split(config.batch_size), desc=f"epoch {self.epoch + 1}", leave=False,
-                          disable=not self.progress):
+        for step, batch in enumerate(tqdm(order.split(config.batch_size), desc=f"epoch {self.epoch + 1}",
+                                          leave=False, disable=not self.progress)):
             xb, yb = self.X[batch], self.y[batch]
             if config.augment == "crop_flip":
                 xb = _augment(xb, generator)
             self.optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(self.model(xb), yb)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise FloatingPointError(f"non-finite training loss ({value}) at epoch {self.epoch + 1}, step "
+                                         f"{step + 1} (lr {self.optimizer.param_groups[0]['lr']:.3g})")
             loss.backward()
             with torch.no_grad():
                 for orig, mask in self.pairs:
@@ -299,105 +243,82 @@ class _Trainer:
             self.optimizer.step()
             self.last_lr = self.optimizer.param_groups[0]["lr"]
             self.scheduler.step()
-            loss_sum += loss.item() * len(batch)
+            loss_sum += value * len(batch)
         return loss_sum / len(self.X)
 
     def save(self):
-        atomic_torch_save(self.state_dict(), self.out / CHECKPOINT)
+        save_checkpoint(self.state_dict(), self.out)
         _write_log(self.history, self.out / LOG)
+
+    def run_epoch(self, events, test):
+        """Prune event (if one is due), one epoch of fine-tuning, evaluation, checkpoint; the epoch's record."""
+        t0 = time.perf_counter()
+        record = {"epoch": self.epoch, "event_sparsity": None, "prune_seconds": None,
+                  "test_accuracy_after_prune": None}
+        if self.epoch in events:
+            index, target = events[self.epoch]
+            report = self.prune_event(index, target)
+            record.update(event_sparsity=target, prune_seconds=report.time_total,
+                          test_accuracy_after_prune=evaluate(self.model, test)["accuracy"])
+        try:
+            train_loss = self.train_epoch()
+        except FloatingPointError as exc:
+            self.resume()
+            raise FloatingPointError(f"{exc}: run stopped; the model is back at the last good checkpoint "
+                                     f"(after epoch {self.epoch}) in {self.out}") from None
+        metrics = evaluate(self.model, test)
+        record.update(train_loss=train_loss, test_loss=metrics["loss"], test_accuracy=metrics["accuracy"],
+                      sparsity=sparsity_of(self.pairs), lr=self.last_lr, seconds=time.perf_counter() - t0)
+        self.history.append(record)
+        self.epoch += 1
+        self.save()
+        logger.info("epoch %d/%d: train loss %.4f, test accuracy %.4f, sparsity %.4f, lr %.3g (%.1fs)",
+                    self.epoch, self.config.epochs, train_loss, metrics["accuracy"], record["sparsity"],
+                    record["lr"], record["seconds"])
+        return record
+
+
+def _seconds_left(record, config, next_epoch):
+    """Time the rest of a run will take, from one epoch's record: its training time for every epoch left,
+    its prune time for every event left."""
+    prune_seconds = record["prune_seconds"] or 0.0
+    events_left = sum(1 for epoch in config.event_epochs() if epoch >= next_epoch)
+    return (config.epochs - next_epoch) * (record["seconds"] - prune_seconds) + events_left * prune_seconds
 
 
 def run_gradual(model, train, test, config, out_dir, *, resume=True, plot=True, progress=False):
     """Gradually prune ``model`` (in place) per ``config``; checkpoints, log and plot go to ``out_dir``.
 
-    With ``resume=True`` and a checkpoint in ``out_dir``, the run continues after its last completed epoch.
-    Returns a :class:`GradualResult`; the final model (with masks) is also saved as ``out_dir/final.pt``.
+    With ``resume=True`` the run continues after the last completed epoch of the newest usable checkpoint in
+    ``out_dir`` (a corrupted newest one is skipped with a warning); ``resume=False`` deletes the checkpoints
+    and starts over.  ``train`` and ``test`` are checked against the model first.  A non-finite training loss
+    raises ``FloatingPointError`` with the model restored to the last checkpoint.  Returns a
+    :class:`GradualResult`; the final model (with masks) is also saved as ``out_dir/final.pt``.
     """
+    if not isinstance(config, GradualConfig):
+        raise TypeError(f"config must be a GradualConfig, got {type(config).__name__}")
+    check_classification_data(model, train, "train")
+    check_classification_data(model, test, "test")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     trainer = _Trainer(model, train, test, config, out, progress)
-    checkpoint = out / CHECKPOINT
-    if resume and checkpoint.exists():
-        trainer.load(checkpoint)
+    if not resume:
+        remove_checkpoints(out)
+    if not (resume and trainer.resume()):
+        trainer.save()  # the state before any work: the checkpoint a failure in the first epoch goes back to
     resumed_from = trainer.epoch
     events = dict(zip(config.event_epochs(), enumerate(config.event_sparsities())))
-    while trainer.epoch < config.epochs:
-        t0 = time.perf_counter()
-        record = {"epoch": trainer.epoch, "event_sparsity": None, "prune_seconds": None,
-                  "test_accuracy_after_prune": None}
-        if trainer.epoch in events:
-            index, target = events[trainer.epoch]
-            report = trainer.prune_event(index, target)
-            record.update(event_sparsity=target, prune_seconds=report.time_total,
-                          test_accuracy_after_prune=evaluate(model, test)["accuracy"])
-        train_loss = trainer.train_epoch()
-        metrics = evaluate(model, test)
-        record.update(train_loss=train_loss, test_loss=metrics["loss"], test_accuracy=metrics["accuracy"],
-                      sparsity=sparsity_of(trainer.pairs), lr=trainer.last_lr,
-                      seconds=time.perf_counter() - t0)
-        trainer.history.append(record)
-        trainer.epoch += 1
-        trainer.save()
-        logger.info("epoch %d/%d: train loss %.4f, test accuracy %.4f, sparsity %.4f, lr %.3g (%.1fs)",
-                    trainer.epoch, config.epochs, train_loss, metrics["accuracy"], record["sparsity"],
-                    record["lr"], record["seconds"])
+    with tqdm(total=config.epochs, initial=trainer.epoch, desc="gradual", unit="epoch",
+              disable=not progress) as bar:
+        while trainer.epoch < config.epochs:
+            record = trainer.run_epoch(events, test)
+            if trainer.epoch == resumed_from + 1 and trainer.epoch < config.epochs:
+                logger.info("about %.0f s left (%d epochs)", _seconds_left(record, config, trainer.epoch),
+                            config.epochs - trainer.epoch)
+            bar.update(1)
     if plot and trainer.history:
         plot_history(trainer.history, out / PLOT)
     save_pruned(model, out / FINAL)
     metrics = evaluate(model, test)
     return GradualResult(trainer.history, metrics["accuracy"], metrics["loss"], sparsity_of(trainer.pairs),
                          resumed_from)
-
-
-# ------------------------------------------------------------------------------------------------ recipes
-
-@dataclass
-class Recipe:
-    """A TOML recipe: which model and data (``[model]``, ``[data]``), the run (``[schedule]``,
-    ``[optimizer]``, ``[prune]``), and where it writes (``out``)."""
-
-    model: str
-    config: GradualConfig
-    out: str
-    data_dir: str = None
-    train_limit: int = None
-    test_limit: int = None
-
-
-_RECIPE_TABLES = {
-    "schedule": ("target_sparsity", "initial_sparsity", "epochs", "prune_every", "n_events"),
-    "optimizer": ("lr", "momentum", "weight_decay", "cycle_min_lr", "final_lr", "batch_size", "augment"),
-}
-
-
-def _take(table, name, allowed):
-    unknown = set(table) - set(allowed)
-    if unknown:
-        raise ValueError(f"recipe [{name}]: unknown keys {sorted(unknown)} (allowed: {sorted(allowed)})")
-    return dict(table)
-
-
-def parse_recipe(text):
-    """Parse a TOML recipe (see ``recipes/*.toml``) into a :class:`Recipe`."""
-    import tomllib
-
-    raw = tomllib.loads(text)
-    _take(raw, "top level", ("model", "data", "schedule", "optimizer", "prune", "seed", "out"))
-    model = _take(raw.get("model", {}), "model", ("name",))
-    data = _take(raw.get("data", {}), "data", ("dir", "train_limit", "test_limit"))
-    if "name" not in model:
-        raise ValueError("recipe: [model] name is required")
-    kwargs = {}
-    for table, keys in _RECIPE_TABLES.items():
-        kwargs.update(_take(raw.get(table, {}), table, keys))
-    prune_options = dict(raw.get("prune", {}))
-    method = prune_options.pop("method", "chita++")
-    config = GradualConfig(method=method, prune_options=prune_options, seed=raw.get("seed", 0), **kwargs)
-    return Recipe(model=model["name"], config=config, out=raw.get("out", f"outputs/gradual/{model['name']}"),
-                  data_dir=data.get("dir"), train_limit=data.get("train_limit"), test_limit=data.get("test_limit"))
-
-
-def load_recipe(path):
-    """:func:`parse_recipe` of a file."""
-    return parse_recipe(Path(path).read_text())
-

@@ -8,6 +8,8 @@ import logging
 import numbers
 import os
 import struct
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -67,8 +69,13 @@ def _check_limit(limit):
 
 def _read_idx(path, magic, item_shape):
     """Read a gzip-compressed big-endian IDX file, checking its magic number and dimensions."""
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ValueError(f"{path}: not a readable gzip file ({exc})") from None
     ndim = 1 + len(item_shape)
     header = 4 * (1 + ndim)
     if len(raw) < header:
@@ -116,8 +123,13 @@ def load_cifar10(split="test", data_dir=None, limit=None):
     _check_split(split, _CIFAR10_FILES)
     _check_limit(limit)
     path = resolve_data_dir(data_dir) / "cifar10" / _CIFAR10_FILES[split]
-    with np.load(path) as archive:
-        images, labels = archive["data"][:limit], archive["labels"][:limit]
+    try:
+        with np.load(path) as archive:
+            images, labels = archive["data"][:limit], archive["labels"][:limit]
+    except FileNotFoundError:
+        raise
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ValueError(f"{path}: not a readable CIFAR-10 .npz file ({exc})") from None
     if images.ndim != 2 or images.shape[1] != 3 * 32 * 32 or len(images) != len(labels):
         raise ValueError(f"{path}: unexpected array shapes data {images.shape}, labels {labels.shape}")
     X = _normalise(images.reshape(-1, 3, 32, 32), CIFAR10_MEAN, CIFAR10_STD)

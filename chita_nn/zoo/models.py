@@ -9,6 +9,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..core.batches import as_tensors
+from ..core.errors import first_line
 from .datasets import resolve_data_dir
 
 logger = logging.getLogger(__name__)
@@ -100,8 +101,13 @@ class DigitsMLP(nn.Module):
 
 def _load_checkpoint(data_dir, relative_path, safe_globals=()):
     path = resolve_data_dir(data_dir) / relative_path
-    with torch.serialization.safe_globals(list(safe_globals)):
-        return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        with torch.serialization.safe_globals(list(safe_globals)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- torch.load fails in many ways on a damaged file
+        raise ValueError(f"{path}: not a readable checkpoint ({first_line(exc)})") from None
 
 
 def load_mlpnet(data_dir=None):

@@ -1,0 +1,200 @@
+"""``chita-nn prune`` (prune a model, save pruned.pt and report.json) and ``chita-nn demo`` (digits table)."""
+import argparse
+import logging
+import os
+import time
+
+from ..methods.schedules import SCHEDULES
+from ..zoo import MODELS
+from .args import LibraryConstant, UsageError, count, fraction, library_default, non_negative, positive_int
+from .paths import check_input_folder, check_output_folder
+
+logger = logging.getLogger(__name__)
+
+ONESHOT = "chita_nn.methods.oneshot"
+METHODS = LibraryConstant(ONESHOT, "METHODS")
+PRUNE_OUTPUTS = ("pruned.pt", "report.json")
+DATA_DIR_ENV = "CHITA_DATA_DIR"
+
+
+def _block_size(text):
+    if text == "layer":
+        return text
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be 'layer' or an integer >= 1, got {text!r}") from None
+
+
+def use_threads(args, model):
+    """Set torch's thread count: ``--threads``, else 1 for the tiny digits model (a thread pool only adds
+    synchronisation there, and stalls on shared cores), else torch's default."""
+    import torch
+
+    if args.threads is not None or model == "digits":
+        torch.set_num_threads(args.threads or 1)
+
+
+def prune_options(args):
+    """Keyword arguments of :func:`chita_nn.prune` from the parsed command line."""
+    options = dict(method=args.method, n_rows=args.n_rows, samples_per_row=args.samples_per_row, lam=args.lam,
+                   n_stages=args.stages, hold_stages=args.hold_stages, schedule=args.schedule, scope=args.scope,
+                   seed=args.seed, gradient_term=args.gradient_term, score=args.score)
+    if args.ignore is not None:
+        options["ignore"] = args.ignore
+    if args.block_size is not None:
+        options["block_size"] = args.block_size
+    return options
+
+
+def _add_prune_arguments(parser, **defaults):
+    """The options of :func:`chita_nn.prune`; ``defaults`` replace library defaults (by ``DEFAULTS`` key)."""
+    def defaulted(flag, key, type, help):
+        if key in defaults:
+            parser.add_argument(flag, type=type, default=defaults[key], metavar="N",
+                                help=f"{help} (default %(default)s)")
+        else:
+            library_default(parser.add_argument(flag, type=type, default=None, metavar="N",
+                                                help=f"{help} (default %(library_default)s)"),
+                            ONESHOT, "DEFAULTS", key)
+
+    defaulted("--n-rows", "n_rows", positive_int, "Fisher rows n")
+    defaulted("--samples-per-row", "samples_per_row", positive_int, "samples averaged per Fisher row m")
+    defaulted("--lam", "lam", non_negative, "ridge lambda, the trust region around the current weights")
+    defaulted("--stages", "n_stages", positive_int, "CHITA++ stages")
+    parser.add_argument("--hold-stages", type=count, default=None, metavar="N",
+                        help="of these, stages at the target sparsity (default: stages // 5)")
+    parser.add_argument("--schedule", choices=SCHEDULES, default="exponential",
+                        help="sparsity schedule of the CHITA++ stages (default %(default)s)")
+    parser.add_argument("--scope", choices=LibraryConstant(ONESHOT, "SCOPES"), default="global", metavar="SCOPE",
+                        help="global: one budget for all layers; layerwise: the same sparsity in every layer "
+                             "(%(choices)s; default %(default)s)")
+    parser.add_argument("--block-size", type=_block_size, default=None, metavar="layer|N",
+                        help="block-diagonal Fisher: one block per layer, or blocks of at most N columns")
+    library_default(parser.add_argument(
+        "--gradient-term", action=argparse.BooleanOptionalAction, default=None,
+        help="b = A w - e/m instead of A w (default %(library_default)s)"), ONESHOT, "DEFAULTS", "gradient_term")
+    parser.add_argument("--score", choices=LibraryConstant("chita_nn.methods.blocks", "SCORES"), default="fisher",
+                        metavar="SCORE", help="screening score that sets the block budgets and the solver's start "
+                                              "(%(choices)s; default %(default)s)")
+    parser.add_argument("--ignore", "--exclude", nargs="+", default=None, metavar="PATTERN",
+                        help="modules or parameters not to prune: globs, 're:<regex>' or class names, e.g. "
+                             "'*downsample*'")
+    parser.add_argument("--seed", type=count, default=0, help="random seed (default %(default)s)")
+
+
+def data_folder(name, data_dir, source="--data-dir"):
+    """The data folder for model ``name`` (None for digits), checked; a :class:`UsageError` naming ``source``
+    (where ``data_dir`` came from) or ``$CHITA_DATA_DIR`` if it is missing."""
+    if name == "digits":
+        return None
+    if data_dir is not None:
+        check_input_folder(data_dir, source)
+        return data_dir
+    env = os.environ.get(DATA_DIR_ENV)
+    if not env:
+        raise UsageError(f"model {name} needs its data folder: give {source} or set {DATA_DIR_ENV}")
+    check_input_folder(env, f"${DATA_DIR_ENV}")
+    return env
+
+
+def cmd_prune(args):
+    import torch  # noqa: F401 -- first, so that a missing torch is reported before anything else
+
+    from ..core.runtime import evaluate
+    from ..core.writeback import save_pruned
+    from ..methods.oneshot import prune
+    from ..zoo.problems import load_problem
+
+    check_output_folder(args.out, "--out", previous=PRUNE_OUTPUTS, overwrite=args.overwrite)
+    data_dir = data_folder(args.model, args.data_dir)
+    use_threads(args, args.model)
+    model, train, test = load_problem(args.model, data_dir, seed=args.seed, epochs=args.epochs,
+                                      test_limit=args.test_limit)
+    before = evaluate(model, test)
+    bn = train if (args.recompute_bn and args.method != "magnitude") or args.recompute_bn_all else None
+    report = prune(model, train, args.sparsity, recompute_batchnorm=bn, progress=args.progress,
+                   **prune_options(args))
+    after = evaluate(model, test)
+    print(report)
+    print(f"test accuracy: dense {100 * before['accuracy']:.2f}%  ->  pruned {100 * after['accuracy']:.2f}%  "
+          f"(loss {before['loss']:.4f} -> {after['loss']:.4f})")
+    os.makedirs(args.out, exist_ok=True)
+    save_pruned(model, os.path.join(args.out, "pruned.pt"), report)
+    report.settings.update(model=args.model, test_accuracy_dense=before["accuracy"],
+                           test_accuracy=after["accuracy"])
+    report.to_json(os.path.join(args.out, "report.json"))
+    print(f"saved {os.path.join(args.out, 'pruned.pt')} and {os.path.join(args.out, 'report.json')}")
+    return 0
+
+
+def cmd_demo(args):
+    import copy
+
+    from ..core.runtime import evaluate
+    from ..methods.oneshot import prune
+    from ..zoo.problems import load_problem
+
+    use_threads(args, "digits")
+    t0 = time.perf_counter()
+    model, train, test = load_problem("digits", seed=args.seed, epochs=args.epochs)
+    dense = evaluate(model, test)["accuracy"]
+    print(f"digits MLP trained in {time.perf_counter() - t0:.1f}s: dense test accuracy {100 * dense:.2f}%")
+    print(f"{'sparsity':>8} " + " ".join(f"{m:>10}" for m in args.methods) + "   (test accuracy %)")
+    t_cells = time.perf_counter()
+    for row, sparsity in enumerate(args.sparsities):
+        cells = []
+        for method in args.methods:
+            pruned = copy.deepcopy(model)
+            prune(pruned, train, sparsity, **{**prune_options(args), "method": method})
+            cells.append(f"{100 * evaluate(pruned, test)['accuracy']:>10.2f}")
+        print(f"{sparsity:>8.2f} " + " ".join(cells), flush=True)
+        if row == 0 and len(args.sparsities) > 1:
+            logger.info("about %.0f s left", (time.perf_counter() - t_cells) * (len(args.sparsities) - 1))
+    print(f"total {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def add_prune_parser(subparsers, parents):
+    """The ``prune`` subcommand."""
+    p = subparsers.add_parser("prune", parents=parents, help="prune a model and save pruned.pt + report.json",
+                              description="Prune a model once (CHITA, CHITA++ or magnitude) and save "
+                                          "pruned.pt (weights and masks) and report.json.")
+    p.add_argument("--model", choices=MODELS, required=True, help="model to prune (%(choices)s)")
+    p.add_argument("--sparsity", type=fraction, required=True, help="fraction of weights set to zero, in [0, 1)")
+    p.add_argument("--method", choices=METHODS, default="chita++", metavar="METHOD",
+                   help="%(choices)s (default %(default)s)")
+    p.add_argument("--data-dir", default=None, metavar="PATH", help=f"data folder (default: ${DATA_DIR_ENV})")
+    p.add_argument("--out", default="outputs/prune", metavar="PATH", help="output folder (default %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace the pruned.pt / report.json of a previous run")
+    p.add_argument("--test-limit", type=positive_int, default=None, metavar="N",
+                   help="evaluate on the first N test samples")
+    p.add_argument("--epochs", type=positive_int, default=60,
+                   help="training epochs of the digits MLP (--model digits; default %(default)s)")
+    p.add_argument("--recompute-bn", action="store_true",
+                   help="re-estimate BatchNorm statistics on the training data after CHITA/CHITA++")
+    p.add_argument("--recompute-bn-all", action="store_true", help="... after every method, MP included")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="progress bar of the CHITA++ stages (default on)")
+    _add_prune_arguments(p)
+    p.set_defaults(func=cmd_prune)
+    return p
+
+
+def add_demo_parser(subparsers, parents):
+    """The ``demo`` subcommand."""
+    d = subparsers.add_parser("demo", parents=parents,
+                              help="digits MLP end to end: MP vs CHITA vs CHITA++ (no data folder needed)",
+                              description="Train a small MLP on scikit-learn's digits and print the test "
+                                          "accuracy of each method at each sparsity.")
+    d.add_argument("--sparsities", type=fraction, nargs="+", default=[0.5, 0.7, 0.8, 0.9, 0.95], metavar="S",
+                   help="sparsities of the table's rows (default %(default)s)")
+    d.add_argument("--methods", choices=METHODS, nargs="+", default=METHODS, metavar="METHOD",
+                   help="methods of the table's columns (%(choices)s; default all)")
+    d.add_argument("--epochs", type=positive_int, default=60,
+                   help="training epochs of the digits MLP (default %(default)s)")
+    # Digits has ~1,300 training images and 6,464 weights: a smaller Fisher
+    # sample and fewer stages keep the demo to about a minute.
+    _add_prune_arguments(d, n_rows=256, samples_per_row=4, n_stages=5)
+    d.set_defaults(method="chita++", func=cmd_demo)
+    return d
