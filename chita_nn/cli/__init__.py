@@ -40,7 +40,8 @@ def build_parser():
     _add_global_options(parser)
     common = Parser(add_help=False)
     _add_global_options(common, defaults=False)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="chita-nn COMMAND --help shows its options")
     for add in (add_prune_parser, add_demo_parser, add_gradual_parser, add_export_parser):
         add(sub, [common])
     return parser
