@@ -1,0 +1,41 @@
+"""Layer-wise CHITA: each layer's rows solved as L0-constrained quadratics in Gram form by
+:func:`l0reg.solve_gram`:
+
+    min_w ½(w − w̄_r)ᵀ H (w − w̄_r) + (λ/2)‖w − w̄_r‖²   subject to the budget (row, layer or N:M),
+
+with ``λ = dampening · mean(diag H)`` (the same ridge as SparseGPT's dampening).  ``solve_gram`` starts
+from the refitted magnitude and Wanda supports; the SparseGPT solution is a further candidate, and every
+row (the whole layer under a layer budget) keeps the candidate of lowest reconstruction error ``dᵀHd``, so
+the result is never worse than SparseGPT's or Wanda's on the calibration data.
+"""
+import logging
+
+import l0reg
+import torch
+
+from .damping import ridge
+from .error import row_errors
+from .sparsegpt import sparsegpt
+from .wanda import wanda
+
+logger = logging.getLogger(__name__)
+
+
+def chita(W, H, budget, *, dampening=0.01, factor=None, solver_options=None, **_):
+    """``(W_new, keep)`` from ``solve_gram``, safeguarded by SparseGPT and Wanda (see the module)."""
+    r, p = W.shape
+    result = l0reg.solve_gram(H.cpu().numpy(), W.cpu().numpy(), lam=ridge(H, dampening),
+                              **budget.solve_gram_args(r, p), **(solver_options or {}))
+    logger.debug("solve_gram: %r", result)
+    candidates = [(torch.from_numpy(result.coef).to(W), torch.from_numpy(result.mask).to(W.device)),
+                  sparsegpt(W, H, budget, dampening=dampening, factor=factor),
+                  wanda(W, H, budget)]
+    errors = torch.stack([row_errors(W, Wc, H) for Wc, _ in candidates])
+    if budget.per_row or budget.nm:
+        best = errors.argmin(dim=0)
+    else:
+        best = torch.full((r,), int(errors.sum(dim=1).argmin()), device=W.device)
+    logger.debug("layer-wise CHITA rows from solve_gram/SparseGPT/Wanda: %s", torch.bincount(best, minlength=3))
+    W_new = torch.stack([Wc for Wc, _ in candidates])[best, torch.arange(r)]
+    keep = torch.stack([kc for _, kc in candidates])[best, torch.arange(r)]
+    return W_new, keep

@@ -1,0 +1,82 @@
+"""Forward hooks that accumulate the Gram matrix ``H = XᵀX / n`` of each layer's inputs.
+
+X stacks the layer's input vectors over all calibration tokens (``(…, p)`` inputs are flattened to rows);
+padding tokens are left out when the batch has an ``attention_mask`` (see :meth:`GramCollector.batch`).
+Layers that read the same input tensor in a forward pass (q/k/v, gate/up) share one accumulator: the
+first such layer owns it, the others are linked to it on the first batch.  Products are taken in
+``dtype`` and summed in float64.  With ``diagonal=True`` only ``diag(H)`` (the squared column norms, for
+Wanda-style scores) is accumulated.
+"""
+import torch
+
+
+class StopForward(Exception):
+    """Raised by a hook to end a forward pass early (nothing after it is needed)."""
+
+
+class GramCollector:
+    """Context manager: hooks on ``modules`` ({name: module}) while open; :meth:`gram` reads the results."""
+
+    def __init__(self, modules, *, dtype=torch.float64, diagonal=False, stop_when_done=False):
+        self.modules, self.dtype, self.diagonal = dict(modules), dtype, diagonal
+        self.stop_when_done = stop_when_done
+        self.owner = {}      # layer name -> name of the layer owning its accumulator
+        self.sums, self.counts = {}, {}
+        self._token_mask, self._seen, self._fired, self._handles = None, {}, set(), []
+
+    def __enter__(self):
+        for name, module in self.modules.items():
+            self._handles.append(module.register_forward_hook(self._hook(name)))
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self._handles:
+            handle.remove()
+        self._handles, self._seen = [], {}
+
+    def batch(self, token_mask=None):
+        """Start a forward pass; ``token_mask`` (bool, any shape of ``batch × seq``) marks real tokens."""
+        self._token_mask = None if token_mask is None else token_mask.reshape(-1).bool()
+        self._seen, self._fired = {}, set()
+
+    def _hook(self, name):
+        def hook(module, args, output):
+            x = args[0].detach()
+            key = (x.data_ptr(), tuple(x.shape), x.stride())
+            if key in self._seen:  # same tensor as an earlier layer of this pass: share its Gram
+                owner = self._seen[key][0]
+                if self.owner.setdefault(name, owner) != owner:
+                    raise RuntimeError(f"layer {name} shared its input with {self.owner[name]} on an earlier "
+                                       f"batch but with {owner} now")
+            elif self.owner.setdefault(name, name) != name:
+                raise RuntimeError(f"layer {name} shared its input with {self.owner[name]} on an earlier batch "
+                                   "but not on this one")
+            else:
+                self._seen[key] = (name, x)  # x kept alive: its address cannot be reused in this pass
+                self._add(name, x)
+            self._fired.add(name)
+            if self.stop_when_done and len(self._fired) == len(self.modules):
+                raise StopForward
+        return hook
+
+    def _add(self, name, x):
+        X = x.reshape(-1, x.shape[-1])
+        mask = self._token_mask
+        if mask is not None and mask.numel() == X.shape[0]:
+            X = X[mask.to(X.device)]
+        X = X.to(self.dtype)
+        update = (X * X).sum(dim=0) if self.diagonal else X.T @ X
+        if name in self.sums:
+            self.sums[name] += update.to(torch.float64)
+        else:
+            self.sums[name] = update.to(torch.float64)
+        self.counts[name] = self.counts.get(name, 0) + X.shape[0]
+
+    def gram(self, name):
+        """``XᵀX / n`` (or its diagonal) of layer ``name`` (the same tensor for layers sharing inputs)."""
+        owner = self.owner.get(name)
+        if owner is None:
+            raise RuntimeError(f"layer {name} was never called on the calibration data")
+        if not self.counts[owner]:
+            raise RuntimeError(f"layer {name} saw no unmasked token in the calibration data")
+        return self.sums[owner] / self.counts[owner]
