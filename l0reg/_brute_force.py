@@ -6,8 +6,8 @@ For a support S the best ``w`` with ``supp w ⊆ S`` solves the normal equations
 
 i.e. the least-squares problem ``min ‖[A_S; √(nλ) I] w_S − [b; √(nλ) w̄_S]‖²``,
 which is solved here by a QR factorisation of the stacked matrix (batched over
-many supports; a truncated SVD, i.e. the minimum-norm solution, for systems
-whose R has a diagonal ratio below ``rcond``, which can only happen when λ = 0).
+many supports; a truncated SVD for ill-conditioned systems, singular values
+below ``rcond·σ_max`` dropped: the minimum-norm solution, when λ = 0).
 The coordinates outside S still contribute ``(nλ/2) w̄_j²`` to F.
 
 Adding a coordinate to S never increases the minimum (its value may stay 0),
@@ -79,7 +79,8 @@ def _solve_batch(A, b, nlam, w_bar, supports, rcond=None):
     else:
         q, r = np.linalg.qr(A_s)
         diag = np.abs(np.diagonal(r, axis1=1, axis2=2))
-        deficient = diag.min(axis=1) <= rcond * diag.max(axis=1)
+        # The diagonal of R can overstate σ_min by far: every ill-conditioned system goes to the SVD.
+        deficient = diag.min(axis=1) <= math.sqrt(rcond) * diag.max(axis=1)
         r[deficient] = np.eye(k)  # placeholders: those supports are re-solved below
         values = np.linalg.solve(r, np.einsum("mik,mi->mk", q, rhs)[..., None])[..., 0]
     if deficient.any():
