@@ -8,12 +8,16 @@ from torch import nn
 
 transformers = pytest.importorskip("transformers")
 
-from chita_nn.methods.layerwise import Budget, prune_layerwise, relative_error  # noqa: E402
-from chita_nn.methods.layerwise import api  # noqa: E402
-from chita_nn.methods.layerwise.chita import chita  # noqa: E402
-from chita_nn.methods.layerwise.gram_hooks import GramCollector  # noqa: E402
-from chita_nn.methods.layerwise.sparsegpt import sparsegpt  # noqa: E402
-from chita_nn.methods.layerwise.wanda import wanda  # noqa: E402
+from chita_nn.methods.layerwise import (
+    Budget,
+    api,
+    prune_layerwise,
+    relative_error,
+)
+from chita_nn.methods.layerwise.chita import chita
+from chita_nn.methods.layerwise.gram_hooks import GramCollector
+from chita_nn.methods.layerwise.sparsegpt import sparsegpt
+from chita_nn.methods.layerwise.wanda import wanda
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -242,7 +246,7 @@ def test_model_unchanged_when_a_failure_is_injected_midway(monkeypatch):
         state = {k: v.clone() for k, v in target.state_dict().items()}
         calls = []
 
-        def failing(W, H, budget, **options):
+        def failing(W, H, budget, calls=calls, **options):
             calls.append(1)
             if len(calls) == 10:  # block 0 written, block 1 half done
                 raise RuntimeError("injected")

@@ -17,4 +17,4 @@ from .api import BUDGETS, METHODS, prune_layerwise
 from .budget import Budget
 from .error import relative_error
 
-__all__ = ["BUDGETS", "Budget", "METHODS", "prune_layerwise", "relative_error"]
+__all__ = ["BUDGETS", "METHODS", "Budget", "prune_layerwise", "relative_error"]

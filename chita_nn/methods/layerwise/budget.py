@@ -12,7 +12,7 @@ import torch
 
 def pruned_count(sparsity, size):
     """Entries pruned out of ``size`` at ``sparsity`` (rounded to the nearest integer)."""
-    return int(round(sparsity * size))
+    return round(sparsity * size)
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ the result is never worse than SparseGPT's or Wanda's on the calibration data.
 """
 import logging
 
-import l0reg
 import torch
+
+import l0reg
 
 from .damping import ridge
 from .error import row_errors

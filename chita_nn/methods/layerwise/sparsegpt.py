@@ -38,7 +38,7 @@ def sparsegpt(W, H, budget, *, dampening=0.01, block_size=128, keep=None, factor
     """
     U = inverse_cholesky(H, dampening) if factor is None else factor
     W = W.clone()
-    r, p = W.shape
+    p = W.shape[1]
     m = budget.m if budget.nm else 1
     step = max(m, block_size // m * m)
     chosen = torch.ones_like(W, dtype=torch.bool) if keep is None else keep.clone()
