@@ -105,11 +105,10 @@ def load_latest(folder, required=()):
         try:
             state = read_checkpoint(path, required)
         except CheckpointError as exc:
-            logger.warning("%s", exc)
             problems.append(str(exc))
             continue
-        if problems:
-            logger.warning("resuming from the previous checkpoint %s instead", path)
+        for problem in problems:
+            logger.warning("%s; resuming from the previous checkpoint %s instead", problem, path)
         return path, state
     if problems:
         raise CheckpointError("no usable checkpoint: " + "; ".join(problems))
