@@ -236,3 +236,14 @@ def test_non_finite_loss_stops_the_run_at_the_last_good_checkpoint(digits, tmp_p
     current = model.state_dict()
     assert all(torch.equal(current[k], saved["model"][k]) for k in saved["model"])
     assert not (tmp_path / "final.pt").exists()
+
+
+def test_run_without_matplotlib_logs_it_and_still_writes_final(digits, tmp_path, monkeypatch, caplog):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    train, test = digits
+    with caplog.at_level(logging.WARNING, logger="chita_nn"):
+        run_gradual(DigitsMLP(), train, test, _config(), tmp_path)
+    assert (tmp_path / "final.pt").exists() and not (tmp_path / "progress.png").exists()
+    assert any("matplotlib is not installed" in r.getMessage() for r in caplog.records)
