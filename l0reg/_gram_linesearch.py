@@ -25,7 +25,7 @@ the first piece contains τ = 0, i.e. ``w`` itself.
 import numpy as np
 from numba import njit, prange
 
-from ._gram_supports import group_topn_into, start_into, support_into
+from ._gram_supports import group_topn_into, start_into, support_into, topk_into
 from ._kernels import topk_path_events
 
 
@@ -90,16 +90,13 @@ def _minimize(mask, w, wbar, e, delta, hd, hv, lam):
 def _topk_events(x, y, mask0, max_events):
     """Breakpoints of the top-k path from S₀ (``_kernels.topk_path_events``)."""
     support = np.flatnonzero(mask0)
-    order = np.argsort(-np.abs(y), kind="mergesort")
-    rays = np.empty(max_events + 1, dtype=np.int64)
-    n_rays = 0
-    for j in order:
-        if n_rays == rays.shape[0]:
-            break
-        if not mask0[j]:
-            rays[n_rays] = j
-            n_rays += 1
-    return topk_path_events(x, y, support, rays[:n_rays], max_events)
+    outside = np.where(mask0, -1.0, np.abs(y))
+    n_rays = min(max_events + 1, x.shape[0] - support.shape[0])
+    top = np.zeros(outside.shape[0], dtype=np.bool_)
+    topk_into(outside, n_rays, top)
+    rays = np.flatnonzero(top)
+    rays = rays[np.argsort(-outside[rays], kind="mergesort")]
+    return topk_path_events(x, y, support, rays, max_events)
 
 
 @njit(cache=True)

@@ -14,13 +14,26 @@ from numba import njit, prange
 
 @njit(cache=True)
 def topk_into(score, k, mask):
-    """``mask`` ← the ``k`` largest entries of ``score`` (ties: lowest index)."""
+    """``mask`` ← the ``k`` largest entries of ``score`` (ties: lowest index); O(p)."""
+    p = score.shape[0]
     mask[:] = False
     if k <= 0:
         return
-    order = np.argsort(-score, kind="mergesort")
-    for t in range(min(k, score.shape[0])):
-        mask[order[t]] = True
+    if k >= p:
+        mask[:] = True
+        return
+    thresh = np.partition(score, p - k)[p - k]
+    above = 0
+    for j in range(p):
+        if score[j] > thresh:
+            mask[j] = True
+            above += 1
+    for j in range(p):
+        if above == k:
+            break
+        if score[j] == thresh:
+            mask[j] = True
+            above += 1
 
 
 @njit(cache=True)
@@ -51,6 +64,13 @@ def support_into(score, k, n, m, mask):
 def start_into(x, y, k, n, m, mask):
     """Support of ``P(x − τ y)`` for small τ > 0, ``x`` feasible: the nonzeros of
     ``x`` first, then zeros by ``|y|`` (lexicographic ranking)."""
+    nonzero = 0
+    for j in range(x.shape[0]):
+        nonzero += x[j] != 0.0
+    if m == 0 and nonzero == k:
+        for j in range(x.shape[0]):
+            mask[j] = x[j] != 0.0
+        return
     big = 0.0
     for j in range(y.shape[0]):
         big = max(big, abs(y[j]))

@@ -41,15 +41,17 @@ from ._gram_local import exact_swaps_rows, local_search_rows
 from ._gram_refit import refit_rows
 from ._gram_starts import backward_rows
 from ._gram_supports import layer_counts, row_masks
+from ._threads import blas_threads_for
 from ._validation import check_k, check_matrix, check_nonnegative, check_positive_int
 
 logger = logging.getLogger(__name__)
 
 # Line search: exact breakpoints visited, geometric samples beyond them, and the
 # largest support change a sample may need (coordinates moved in or out).
-_N_EVENTS = 8
-_N_SAMPLES = 6
-_MAX_CHANGES = 64
+# (Breakpoints cost O(events²·k) per row: 2 keep a step near one product ``V @ H``.)
+_N_EVENTS = 2
+_N_SAMPLES = 4
+_MAX_CHANGES = 16
 # IHT stops on a row whose support has not changed for this many steps (a refit follows).
 _SUPPORT_PATIENCE = 5
 # H d is recomputed by a product every this many steps (round-off of the updates).
@@ -62,9 +64,9 @@ _N_REMOVE = 16
 # one swap costs at most this many flops per row (p·k²); otherwise with the other
 # coordinates fixed (``local_search_rows``).
 _EXACT_SWAP_FLOPS = 4e6
-# Rows with p⁴ below this also run the exact swap search from forward selection
-# and from backward elimination (``_gram_starts``); the best result is kept.
-_EXTRA_START_FLOPS = 2e7
+# Layers with r·p⁴ below this also run the exact swap search from forward selection
+# and from backward elimination (``_gram_starts``) on every row; the best result is kept.
+_EXTRA_START_FLOPS = 2e8
 # Layer budgets: rounds of budget moves between rows (one unit per row and round).
 _MAX_EXCHANGE_ROUNDS = 100
 
@@ -103,6 +105,11 @@ class GramResult:
         return (f"GramResult(rows={self.coef.shape[0]}, nnz={int(self.mask.sum())}, "
                 f"objective={self.objective.sum():.6g} (start {self.objective_start.sum():.6g}), "
                 f"time={sum(self.timings.values()):.3g}s)")
+
+
+def _one_blas_thread():
+    """One BLAS thread while Numba threads call LAPACK row by row (no nested thread pools)."""
+    return blas_threads_for(0)
 
 
 @contextmanager
@@ -225,6 +232,13 @@ class _Rows:
             masks = self.W[rows] != 0
             return self.offer(refit_rows(self.H, self.C[rows], self.Wbar[rows], self.lam, masks), rows)
 
+    def step(self, active):
+        """One IHT step of the rows ``active``: their new rows, ``H d`` and F (not stored)."""
+        Delta, masks0, V = directions(active, self.W, self.Wbar, self.E, self.HD, self.inv_diag, self.scale,
+                                      self.lam, self.ks, self.n, self.m)
+        return line_search_rows(self.H, active, self.W, self.Wbar, self.E, self.HD, Delta, V @ self.H, masks0,
+                                self.scale, self.lam, self.ks, self.n, self.m, _N_EVENTS, _N_SAMPLES, _MAX_CHANGES)
+
     def iht(self, rows, max_iter):
         """IHT from the current rows ``rows``; each row stops on its own criterion."""
         active = np.asarray(rows, dtype=np.int64)
@@ -235,11 +249,7 @@ class _Rows:
                     break
                 if step % _RESYNC_EVERY == 0:
                     self.HD[active], self.F[active] = self.evaluate(self.W[active], active)
-                Delta, masks0, V = directions(active, self.W, self.Wbar, self.E, self.HD, self.inv_diag,
-                                              self.scale, self.lam, self.ks, self.n, self.m)
-                W_new, HD_new, F_new = line_search_rows(
-                    self.H, active, self.W, self.Wbar, self.E, self.HD, Delta, V @ self.H, masks0, self.scale,
-                    self.lam, self.ks, self.n, self.m, _N_EVENTS, _N_SAMPLES, _MAX_CHANGES)
+                W_new, HD_new, F_new = self.step(active)
                 self.n_iter[active] += 1
                 better = F_new < self.F[active]
                 moved = active[better]
@@ -259,11 +269,13 @@ class _Rows:
         """Exact swap searches from forward selection (an empty support) and from
         backward elimination; each row keeps the best (small p only)."""
         rows = np.arange(self.W.shape[0])
-        W_back, masks_back = backward_rows(self.H, self.C, self.Wbar, self.lam, self.ks, self.n, self.m)
+        with _one_blas_thread():
+            W_back, masks_back = backward_rows(self.H, self.C, self.Wbar, self.lam, self.ks, self.n, self.m)
         for W, masks in ((np.zeros_like(self.W), np.zeros_like(masks_back)), (W_back, masks_back)):
             values = self.evaluate(W, rows)[1]
-            exact_swaps_rows(self.H, self.hdiag, self.C, self.Wbar, W, masks, self.ks, self.n, self.m, self.lam,
-                             values, max_swaps + int(self.ks.max(initial=0)), self.tol)
+            with _one_blas_thread():
+                exact_swaps_rows(self.H, self.hdiag, self.C, self.Wbar, W, masks, self.ks, self.n, self.m,
+                                 self.lam, values, max_swaps + int(self.ks.max(initial=0)), self.tol)
             self.offer(np.where(masks, W, 0.0), rows)
 
     def exchange_budget(self, max_swaps):
@@ -275,8 +287,9 @@ class _Rows:
                 masks = self.W != 0
                 G = self.HD - self.E + self.lam * (self.W - self.Wbar)
                 exact = self.H.shape[0] * float(masks.sum(axis=1).max()) ** 2 <= _EXACT_SWAP_FLOPS
-                marginals = marginals_rows(self.H, self.hdiag, self.C, self.Wbar, self.W, G, masks, self.lam,
-                                           exact)
+                with _one_blas_thread():
+                    marginals = marginals_rows(self.H, self.hdiag, self.C, self.Wbar, self.W, G, masks, self.lam,
+                                               exact)
                 donors, recipients = pair_rows(*marginals, self.tol * max(np.abs(self.F).max(), 1e-300))
                 if donors.size == 0:
                     break
@@ -302,8 +315,9 @@ class _Rows:
             masks = W != 0
             values = self.F[rows].copy()
             if self.H.shape[0] * float(masks.sum(axis=1).max(initial=0)) ** 2 <= _EXACT_SWAP_FLOPS:
-                swaps = exact_swaps_rows(self.H, self.hdiag, self.C[rows], self.Wbar[rows], W, masks, self.ks[rows],
-                                         self.n, self.m, self.lam, values, max_swaps, self.tol)
+                with _one_blas_thread():
+                    swaps = exact_swaps_rows(self.H, self.hdiag, self.C[rows], self.Wbar[rows], W, masks,
+                                             self.ks[rows], self.n, self.m, self.lam, values, max_swaps, self.tol)
             else:
                 swaps = local_search_rows(self.H, self.hdiag, W, G, masks, self.ks[rows], self.n, self.m,
                                           self.lam, values, max_swaps, _N_REMOVE, self.tol)
@@ -383,7 +397,7 @@ def solve_gram(H, W_bar, k=None, *, C=None, lam=0.0, budget="row", projection=No
         if rows.size == 0:
             break
 
-    small = swaps and p ** 4 <= _EXTRA_START_FLOPS
+    small = swaps and r * float(p) ** 4 <= _EXTRA_START_FLOPS
     for _ in range(_MAX_ROUNDS):
         if small:
             with _timed(timings, "extra_starts"):
