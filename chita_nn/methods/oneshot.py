@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("magnitude", "chita", "chita++")
 LAYERWISE_METHODS = ("chita-layerwise", "sparsegpt", "wanda")
+ALL_METHODS = METHODS + LAYERWISE_METHODS
 SCOPES = ("global", "layerwise")
 SUPPORTED_DEVICES = ("cpu", "cuda")
 
@@ -262,7 +263,7 @@ def prune(model, data, sparsity=None, *, method="chita++", pattern=None, loss_fn
         re-estimated on un-augmented CIFAR-10 images.
     """
     t_start = time.perf_counter()
-    _check_choice("method", method, METHODS + LAYERWISE_METHODS)
+    _check_choice("method", method, ALL_METHODS)
     if method in LAYERWISE_METHODS:
         from .layerwise import prune_layerwise
         return prune_layerwise(model, data, sparsity, method=method.replace("-layerwise", ""), pattern=pattern,
