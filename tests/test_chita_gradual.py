@@ -207,3 +207,20 @@ def test_cli_parser_hook():
     add_gradual_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["gradual", "r.toml", "--no-resume"])
     assert args.recipe == "r.toml" and args.no_resume and callable(args.func)
+
+
+def test_nm_pattern_ramp_is_unstructured_and_ends_two_of_four(digits, tmp_path):
+    _, train, test = digits
+    model = train_digits_mlp(train, epochs=5, seed=0)
+    config = GradualConfig(target_sparsity=0.5, initial_sparsity=0.3, epochs=2, prune_every=1, n_events=2,
+                           method="chita", prune_options={**FAST_PRUNE, "pattern": "2:4"}, batch_size=64)
+    assert config.event_pattern(0.3) is None and config.event_pattern(0.5) == "2:4"
+    run_gradual(model, train, test, config, tmp_path, plot=False)
+    for name, mask in _mask_buffers(model).items():
+        assert bool((mask.reshape(-1, 4).sum(dim=1) == 2).all()), name
+    with pytest.raises(ValueError, match="contradicts pattern"):
+        GradualConfig(target_sparsity=0.8, prune_options={"pattern": "2:4"})
+
+
+def _mask_buffers(model):
+    return {name: buf for name, buf in model.named_buffers() if name.endswith("weight_mask")}

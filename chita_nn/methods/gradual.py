@@ -209,7 +209,7 @@ class _Trainer:
         return True
 
     def prune_event(self, index, sparsity):
-        options = dict(self.config.prune_options)
+        options = dict(self.config.prune_options, pattern=self.config.event_pattern(sparsity))
         refresh_effective_weights(self.model)  # ``weight = orig · mask`` as a plain tensor, so prune can copy it
         report = prune(self.model, self.train, sparsity, method=self.config.method,
                        seed=self.config.seed + index, progress=self.progress, **options)

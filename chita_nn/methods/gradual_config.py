@@ -1,6 +1,7 @@
 """The configuration of a gradual pruning run and its validation (see :mod:`chita_nn.methods.gradual`)."""
 from dataclasses import dataclass, field
 
+from ..core.patterns import Pattern
 from ..core.rules import COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Rule
 from .oneshot import METHODS
 from .schedules import sparsity_schedule
@@ -74,6 +75,16 @@ class GradualConfig:
         owned = sorted(set(self.prune_options) & set(RUN_OWNED_OPTIONS))
         if owned:
             raise ValueError(f"prune_options may not set {owned}: the gradual run sets them itself")
+        if "pattern" in self.prune_options:  # an N:M pattern fixes the target sparsity: check it now
+            Pattern.parse(self.prune_options["pattern"]).sparsity(self.target_sparsity)
+
+    def event_pattern(self, sparsity):
+        """The pattern of a prune event: an N:M pattern applies at the target sparsity, the events of the
+        ramp below it are unstructured (as the rising stages of CHITA++)."""
+        pattern = Pattern.parse(self.prune_options.get("pattern"))
+        if pattern.kind == "nm" and sparsity < self.target_sparsity - 1e-12:
+            return None
+        return self.prune_options.get("pattern")
 
     def event_epochs(self):
         """Epochs at whose start a prune event happens."""
