@@ -206,15 +206,30 @@ def test_magnitude_nm_picks_the_largest_of_each_group():
     (dict(loss_samples=0), ValueError, "loss_samples"),
     (dict(line_search=(-1.0,)), ValueError, "line_search"),
     (dict(targets=["nothing"]), ValueError, "no prunable parameters"),
+    (dict(data=(torch.randn(64, 16, dtype=torch.float64), torch.zeros(64, dtype=torch.long))), ValueError,
+     "cannot run on a batch"),
+    (dict(data=(torch.randn(64, 15), torch.zeros(64, dtype=torch.long))), ValueError, "cannot run on a batch"),
+    (dict(data=(torch.randn(64, 16), torch.full((64,), 9))), ValueError, r"class indices in \[0, 4\)"),
+    (dict(data=(torch.randn(64, 16), torch.zeros(64, 1, dtype=torch.long))), ValueError, "targets of shape"),
+    (dict(data=(torch.randn(64, 16), torch.full((64,), -100))), ValueError, "ignore index"),
+    (dict(model="not a model"), TypeError, "model must be a torch.nn.Module"),
 ])
 def test_bad_input_leaves_model_unchanged(classifier, data, kwargs, error, message):
     before = _state(classifier)
     args = {**FAST, "method": "chita", "sparsity": 0.5} | kwargs
     sparsity = args.pop("sparsity") if "pattern" not in kwargs or "sparsity" in kwargs else None
     args.pop("sparsity", None)
+    model, data = args.pop("model", classifier), args.pop("data", data)
     with pytest.raises(error, match=message):
-        prune(classifier, data, sparsity, **args)
+        prune(model, data, sparsity, **args)
     _assert_unchanged(before, classifier)
+
+
+def test_evaluate_refuses_regression_targets(classifier, data):
+    from chita_nn import evaluate
+
+    with pytest.raises(ValueError, match="integer labels"):
+        evaluate(classifier, (data[0], torch.randn(len(data[0]))))
 
 
 def test_empty_dataloader_and_nan_weights(classifier, data):

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from .batches import Calibration, to_device
 from .batches import batch_size as samples_in
+from .errors import first_line
 from .losses import as_loss, check_losses
 from .grad_rows import row_kernel
 from .params import ParamLayout
@@ -203,7 +204,12 @@ def _per_sample(model, loss, calibration, m):
     """Whether ``loss`` gives per-sample losses (True) or one batch mean (False), from one batch of ``m``."""
     with torch.no_grad():
         batch = to_device(calibration.first(m), model_device(model))
-        return check_losses(loss.rows(model, batch), samples_in(batch))
+        try:
+            losses = loss.rows(model, batch)
+        except (RuntimeError, TypeError, IndexError, KeyError, AttributeError) as exc:
+            raise ValueError(f"data: the model (or loss_fn) cannot run on a batch of data: {type(exc).__name__}: "
+                             f"{first_line(exc)}") from exc
+        return check_losses(losses, samples_in(batch))
 
 
 def empirical_fisher(model, params, data, *, n_rows, samples_per_row=1, loss_fn=None, batch_size=256,

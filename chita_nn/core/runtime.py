@@ -33,6 +33,9 @@ def evaluate(model, dataset, batch_size=1000):
     X, y = as_tensors(dataset, "dataset")
     if len(X) == 0:
         raise ValueError("dataset is empty")
+    if y.is_floating_point() or y.dim() != 1:
+        raise ValueError(f"dataset: evaluate measures classification accuracy and needs 1-D integer labels, got "
+                         f"{y.dtype} of shape {tuple(y.shape)}; evaluate a regression model with your own metric")
     device = model_device(model)
     correct, loss_sum = 0, 0.0
     with eval_mode(model):
