@@ -89,6 +89,10 @@ def _accepts_keywords(model, keys):
         params = inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
         return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if any(p.kind in positional and p.default is inspect.Parameter.empty and p.name not in keys
+           for p in params.values()):
+        return False  # e.g. sentence-transformers: forward(input, **kwargs) takes the dict positionally
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return True
     return all(k in params for k in keys)
