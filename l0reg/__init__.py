@@ -4,13 +4,14 @@ Solves ``min_w ½‖b − A w‖² + (nλ/2)‖w − w̄‖²  subject to  ‖w�
 """
 from ._brute_force import brute_force, solve_on_support
 from ._result import SolveResult
+from .blocks import BlocksResult, solve_blocks
 from .estimator import L0RidgeRegressor
 from .gram import GramResult, solve_gram
 from .path import L0RidgeCV, l0_path
 from .projection import NM, Groups, Projection, TopK, projection_mask
 from .solver import objective, solve
 
-__all__ = ["GramResult", "Groups", "L0RidgeCV", "L0RidgeRegressor", "NM", "Projection", "SolveResult", "TopK",
+__all__ = ["BlocksResult", "GramResult", "Groups", "L0RidgeCV", "L0RidgeRegressor", "NM", "Projection", "SolveResult", "TopK",
            "brute_force", "l0_path", "objective", "projection_mask", "solve", "solve_gram",
-           "solve_on_support"]
+           "solve_blocks", "solve_on_support"]
 __version__ = "0.1.0"

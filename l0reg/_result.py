@@ -27,6 +27,10 @@ class SolveResult:
     certified_optimal : bool
         True only when every support of size k was enumerated (small problems,
         ``TopK``): ``support`` is then a global minimiser (up to round-off).
+    start_objective : float
+        F after the exact refit of the start support (``P(w_init)`` or ``P(w̄)``), when the solver
+        tested it (large problems with ``backsolve``: if a full IHT step from it does not lower F,
+        it is the result and IHT is skipped); nan otherwise.
     """
 
     coef: np.ndarray
@@ -37,6 +41,7 @@ class SolveResult:
     timings: dict = field(default_factory=dict)
     converged: bool = False
     certified_optimal: bool = False
+    start_objective: float = float("nan")
 
     def __repr__(self):
         return (f"SolveResult(k={self.support.size}, objective={self.objective:.6g}, "

@@ -95,6 +95,7 @@ class _Problem:
         self.b, self.w_bar, self.nlam, self.tol = b, w_bar, nlam, tol
         self.timings, self.history = timings, history
         self.n_iter = 0
+        self.start_value = np.nan  # F of the refitted start (``settled``), when tested
 
     def start(self, w):
         self.w = w
@@ -118,6 +119,26 @@ class _Problem:
             w, r = refit_support(self.design, self.b, w.copy(), r.copy(), self.w_bar, self.nlam,
                                  np.flatnonzero(w), tol=self.tol, budget=_BACKSOLVE_MAX_FLOPS)
         return w, r, objective_from_residual(r, w, self.w_bar, self.nlam)
+
+    def settled(self):
+        """Refit the current (start) support exactly and test it as the solver's stopping rule does.
+
+        Returns ``(settled, F of the refit)``. Settled: one full IHT step from the refit does not lower F
+        by more than tol, so IHT has nothing to do; the refit is then kept. Otherwise the state is left as
+        it was (IHT starts from the original point).
+        """
+        w, r, value = self._refitted(self.w, self.r)
+        scale, inv_diag = jacobi_scale(self.design, self.nlam)
+        with _timed(self.timings, "iht"):
+            g = gradient(self.design, r, w, self.w_bar, self.nlam) * inv_diag
+            step_value = line_search(self.design, self.projection, r, w, g, self.w_bar, self.nlam, scale)[0]
+        self.n_iter += 1
+        if step_value < value - self.tol * max(abs(value), np.finfo(float).tiny):
+            return False, value
+        if value < self.value:
+            self.w, self.r, self.value = w, r, value
+            self.history.append(value)
+        return True, value
 
     def refit(self):
         """Refit the current support; True if F dropped by more than tol."""
@@ -329,12 +350,20 @@ def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, s
     use_active = active_set is True or (
         active_set == "auto" and n * p >= _ACTIVE_SET_MIN_ENTRIES and 3 * work_size <= p)
 
+    # Large problems (no swap search, no enumeration): stop at the refitted start when it is optimal for IHT.
+    check_start = backsolve and not run_swaps and not enumerate_all
+
     def local_solve(start, rivals):
         problem = _Problem(design, projection, b64, w_bar64, nlam, tol, timings, [])
         problem.start(start)
         problem.history.append(problem.value)
         if k == 0:
             return problem, True
+        if check_start:
+            settled, problem.start_value = problem.settled()
+            if settled:
+                logger.debug("the refitted start passes the optimality test: no IHT")
+                return problem, True
         if use_active and work_size < p:
             converged = _solve_active_set(problem, design, projection, max_iter, backsolve, work_size, rivals)
         else:
@@ -359,6 +388,7 @@ def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, s
         rivals = [start] if np.array_equal(start != 0, plain != 0) else [start, plain]
     starts = [start, plain]
     best, converged = local_solve(start, rivals)
+    start_objective = scaling.objective(best.start_value)
     if run_swaps:
         # Small problem: the local search again from other starting supports
         # (it is a local search: on correlated designs the start matters).
@@ -385,4 +415,5 @@ def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, s
             history.append(value)
     return SolveResult(coef=coef, support=np.flatnonzero(coef), objective=scaling.objective(value),
                        history=[scaling.objective(v) for v in history], n_iter=n_iter, timings=timings,
-                       converged=bool(converged), certified_optimal=bool(enumerate_all))
+                       converged=bool(converged), certified_optimal=bool(enumerate_all),
+                       start_objective=start_objective)

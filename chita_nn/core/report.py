@@ -25,7 +25,13 @@ class StageReport:
 
     ``objective_start`` is the quadratic model ``½‖b − A w‖² + (nλ/2)‖w − w̄‖²``
     at the magnitude projection of the stage's centre ``w̄``; ``objective`` is
-    its value at the stage's solution (before any line search).
+    its value at the stage's solution (before any line search).  Whether the
+    combinatorial search mattered: ``objective_refit`` is the model at the exact
+    refit of the solver's start support (the screening support; with
+    ``score="magnitude"`` the magnitude support), i.e. without any search (nan
+    when unknown); ``overlap`` the fraction of magnitude pruning's support kept
+    by the solver; ``kept`` the step-search candidate taken (``"α=0.5"``,
+    ``"magnitude"``, or ``"solver"`` without a step search).
     """
 
     sparsity: float
@@ -36,6 +42,9 @@ class StageReport:
     train_loss: float = float("nan")
     time_gradients: float = 0.0
     time_solve: float = 0.0
+    objective_refit: float = float("nan")
+    overlap: float = float("nan")
+    kept: str = ""
 
 
 @dataclass
@@ -96,12 +105,14 @@ class PruneReport:
             shape = "x".join(map(str, layer.shape))
             lines.append(f"  {layer.name:<{width}}  {shape:<18} {layer.nonzeros:>9d} {layer.sparsity:>8.4f}")
         if self.stages:
-            lines.append(f"  {'stage':>5} {'sparsity':>8} {'k':>8} {'obj(MP)':>12} {'obj':>12} "
-                         f"{'step':>5} {'train loss':>10} {'grad s':>7} {'solve s':>7}")
+            lines.append(f"  {'stage':>5} {'sparsity':>8} {'k':>8} {'obj(MP)':>12} {'obj(refit)':>12} "
+                         f"{'obj':>12} {'overlap':>7} {'kept':>9} {'train loss':>10} {'grad s':>7} "
+                         f"{'solve s':>7}")
             for i, st in enumerate(self.stages, 1):
                 lines.append(f"  {i:>5d} {st.sparsity:>8.4f} {st.k:>8d} {st.objective_start:>12.5g} "
-                             f"{st.objective:>12.5g} {st.step:>5.2f} {st.train_loss:>10.4g} "
-                             f"{st.time_gradients:>7.2f} {st.time_solve:>7.2f}")
+                             f"{st.objective_refit:>12.5g} {st.objective:>12.5g} {st.overlap:>7.3f} "
+                             f"{st.kept:>9} {st.train_loss:>10.4g} {st.time_gradients:>7.2f} "
+                             f"{st.time_solve:>7.2f}")
         lines.append(f"  time: gradients {self.time_gradients:.2f}s, solve {self.time_solve:.2f}s, "
                      f"total {self.time_total:.2f}s")
         return "\n".join(lines)

@@ -14,6 +14,7 @@ saliency ``w̄_j² · (AᵀA)_jj`` (the loss increase of removing ``j`` alone).
 """
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -107,24 +108,65 @@ def rhs(A, w_bar, gradient=0.0):
     return b
 
 
+@dataclass
+class BlockSolution:
+    """What :func:`solve_blocks` returns (unpacks as ``(w, keep, seconds)``).
+
+    ``w_start`` is the exact refit of the start support (the baseline the solver improves on), or None
+    where blocks were solved one by one; ``objective_start`` is its F when only that is known (one block
+    solved by :func:`l0reg.solve`), else nan.
+    """
+
+    w: np.ndarray
+    keep: np.ndarray
+    seconds: float
+    w_start: np.ndarray = None
+    objective_start: float = float("nan")
+
+    def __iter__(self):
+        return iter((self.w, self.keep, self.seconds))
+
+
+#: Blocks of at most this many columns are solved together by :func:`l0reg.solve_blocks` (its refits
+#: factor a ``k_B × k_B`` Gram matrix); larger ones, and patterned blocks, one by one by :func:`l0reg.solve`.
+BATCH_MAX_COLUMNS = 4096
+
+
 def solve_blocks(A, w_bar, blocks, budgets, *, gradient=0.0, lam=0.0, w_init=None,
                  solver_options=None, projections=None):
     """Solve one l0reg problem per block on the column slices ``A[:, s:e]`` (no copy).
 
     ``gradient`` is the weight ``γ`` of ``b = A w̄ − γ e``; ``w_init`` (e.g. the screening solution)
     warm-starts every block; ``projections`` (one per block, or None) replace the top-``k_B`` constraint
-    by a pattern (N:M, channels).  Returns
-    ``(w, keep, seconds)``: ``w`` in float64 and the boolean support ``keep``
-    with exactly ``Σ k_B`` entries (a block whose solution has fewer nonzeros
-    is topped up with its largest ``|w̄_j|``, through its projection).
+    by a pattern (N:M, channels).  Unstructured blocks of at most :data:`BATCH_MAX_COLUMNS` columns (when
+    there are several blocks) are solved in one call of :func:`l0reg.solve_blocks` (``max_iter`` and
+    ``tol`` of ``solver_options`` apply), the others by :func:`l0reg.solve` each.  Returns a
+    :class:`BlockSolution`: ``w`` in float64 and the boolean support ``keep`` with exactly ``Σ k_B``
+    entries (a block whose solution has fewer nonzeros is topped up with its largest ``|w̄_j|``, through
+    its projection).
     """
     options = dict(solver_options or {})
     w = np.zeros(w_bar.size, dtype=np.float64)
     keep = np.zeros(w_bar.size, dtype=bool)
     t0 = time.perf_counter()
     projections = projections or [None] * len(blocks)
-    for (start, end, _), k_block, projection in zip(blocks, budgets, projections):
-        if k_block == 0:
+    batched = [len(blocks) > 1 and projection is None and end - start <= BATCH_MAX_COLUMNS
+               for (start, end, _), projection in zip(blocks, projections)]
+    w_start = np.zeros(w_bar.size) if all(batched) else None
+    if any(batched):
+        chosen = [(block, k_block) for block, k_block, b in zip(blocks, budgets, batched) if b]
+        result = l0reg.solve_blocks(A, [(s, e) for (s, e, _), _ in chosen], [int(k) for _, k in chosen],
+                                    lam=lam, w_bar=w_bar, w_init=w_init, gradient=gradient,
+                                    **{key: options[key] for key in ("max_iter", "tol") if key in options})
+        for (start, end, _), _ in chosen:
+            w[start:end], keep[start:end] = result.coef[start:end], result.mask[start:end]
+            if w_start is not None:
+                w_start[start:end] = result.coef_start[start:end]
+        logger.debug("%d blocks batched: F %.6g (refitted start %.6g), %d kept their start", len(chosen),
+                     result.objective.sum(), result.objective_start.sum(), int(result.settled.sum()))
+    objective_start = float("nan")
+    for (start, end, _), k_block, projection, b in zip(blocks, budgets, projections, batched):
+        if k_block == 0 or b:
             continue
         A_B, wb_B = A[:, start:end], w_bar[start:end]
         init = None if w_init is None else w_init[start:end]
@@ -140,6 +182,8 @@ def solve_blocks(A, w_bar, blocks, budgets, *, gradient=0.0, lam=0.0, w_init=Non
         elif missing > 0:
             block_keep |= top_k_mask(np.where(block_keep, -np.inf, np.abs(wb_B)), missing)
         keep[start:end] = block_keep
+        if len(blocks) == 1:
+            objective_start = result.start_objective
         logger.debug("block [%d, %d): k=%d objective=%.6g iters=%d converged=%s",
                      start, end, k_block, result.objective, result.n_iter, result.converged)
-    return w, keep, time.perf_counter() - t0
+    return BlockSolution(w, keep, time.perf_counter() - t0, w_start, objective_start)

@@ -356,12 +356,16 @@ def prune(model, data, sparsity=None, *, method="chita++", pattern=None, loss_fn
         w0 = w * keep0
         keep_mp = magnitude_keep(w, slices, s_t, scope, pattern if projections else None, shapes)
         w_mp = w * keep_mp
-        w_star, keep, t_solve = solve_blocks(A, w, blocks, budgets, gradient=gradient, lam=lam,
-                                             w_init=w0, solver_options=options, projections=projections)
+        solution = solve_blocks(A, w, blocks, budgets, gradient=gradient, lam=lam,
+                                w_init=w0, solver_options=options, projections=projections)
+        w_star, keep, t_solve = solution
         w_star *= keep
+        refit = (solution.objective_start if solution.w_start is None
+                 else l0reg.objective(A, b, solution.w_start, lam=lam, w_bar=w))
         stage = StageReport(s_t, int(keep.sum()), l0reg.objective(A, b, w_mp, lam=lam, w_bar=w),
                             l0reg.objective(A, b, w_star, lam=lam, w_bar=w),
-                            time_gradients=t_grad, time_solve=t_solve)
+                            time_gradients=t_grad, time_solve=t_solve, objective_refit=refit,
+                            overlap=float((keep & keep_mp).sum() / max(1, keep_mp.sum())))
         w, keep = _line_search(work_params, work_layout, probe, w, w_star, keep, (w_mp, keep_mp), steps, stage)
         report.stages.append(stage)
         report.time_gradients += t_grad
@@ -370,7 +374,10 @@ def prune(model, data, sparsity=None, *, method="chita++", pattern=None, loss_fn
                     t + 1, len(stages), s_t, stage.objective_start, stage.objective, stage.step,
                     stage.train_loss)
     fallbacks = sum(1 for stage in report.stages if np.isnan(stage.step))
-    if fallbacks:
+    if fallbacks == len(report.stages):
+        logger.warning("every stage (%d) kept the magnitude solution: this run's result is magnitude pruning",
+                       fallbacks)
+    elif fallbacks:
         logger.warning("%d of %d stages kept the magnitude solution (the quadratic model's step raised the loss)",
                        fallbacks, len(report.stages))
     return _finish(model, params, layout, w, keep, pattern=pattern, mask=mask, report=report,
@@ -389,6 +396,7 @@ def _line_search(work_params, work_layout, probe, w_bar, w_star, keep, magnitude
         write_weights(work_params, work_layout.split(vec), work_layout.split(support), mask=False)
 
     if not steps:
+        stage.kept = "solver"
         put(w_star, keep)
         return w_star, keep
     w_base = w_bar * keep
@@ -406,5 +414,6 @@ def _line_search(work_params, work_layout, probe, w_bar, w_star, keep, magnitude
         raise ValueError("the loss is not finite (NaN or inf) at every candidate of the step search; "
                          "model unchanged")
     stage.train_loss, stage.step, w, keep = best
+    stage.kept = "magnitude" if np.isnan(stage.step) else f"α={stage.step:g}"
     put(w, keep)
     return w, keep
