@@ -8,19 +8,8 @@ from chita_nn.cli import main
 
 FACTORY = textwrap.dedent('''
     import torch
-    from torch import nn
 
-
-    class DictEncoder(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed = nn.Embedding(30, 16)
-            self.proj = nn.Linear(16, 16)
-            self.out = nn.Linear(16, 8)
-
-        def forward(self, features):
-            h = self.embed(features["input_ids"]) * features["attention_mask"].unsqueeze(-1)
-            return {"sentence_embedding": self.out(torch.tanh(self.proj(h)).mean(dim=1))}
+    from test_chita_any_model import DictEncoder, _token_batches
 
 
     def make_model():
@@ -29,9 +18,7 @@ FACTORY = textwrap.dedent('''
 
 
     def make_data():
-        g = torch.Generator().manual_seed(0)
-        return [{"input_ids": torch.randint(0, 30, (8, 6), generator=g),
-                 "attention_mask": torch.ones(8, 6, dtype=torch.long)} for _ in range(4)]
+        return _token_batches(n_batches=4)
 
 
     def broken():
