@@ -110,7 +110,7 @@ def rhs(A, w_bar, gradient=0.0):
 
 @dataclass
 class BlockSolution:
-    """What :func:`solve_blocks` returns (unpacks as ``(w, keep, seconds)``).
+    """What :func:`solve_blocks` returns (behaves as the tuple ``(w, keep, seconds)``).
 
     ``w_start`` is the exact refit of the start support (the baseline the solver improves on), or None
     where blocks were solved one by one; ``objective_start`` is its F when only that is known (one block
@@ -123,8 +123,17 @@ class BlockSolution:
     w_start: np.ndarray = None
     objective_start: float = float("nan")
 
+    def _as_tuple(self):
+        return self.w, self.keep, self.seconds
+
     def __iter__(self):
-        return iter((self.w, self.keep, self.seconds))
+        return iter(self._as_tuple())
+
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, index):
+        return self._as_tuple()[index]
 
 
 #: Blocks of at most this many columns are solved together by :func:`l0reg.solve_blocks` (its refits
@@ -138,8 +147,8 @@ def solve_blocks(A, w_bar, blocks, budgets, *, gradient=0.0, lam=0.0, w_init=Non
 
     ``gradient`` is the weight ``γ`` of ``b = A w̄ − γ e``; ``w_init`` (e.g. the screening solution)
     warm-starts every block; ``projections`` (one per block, or None) replace the top-``k_B`` constraint
-    by a pattern (N:M, channels).  Unstructured blocks of at most :data:`BATCH_MAX_COLUMNS` columns (when
-    there are several blocks) are solved in one call of :func:`l0reg.solve_blocks` (``max_iter`` and
+    by a pattern (N:M, channels).  Unstructured blocks of at most :data:`BATCH_MAX_COLUMNS` columns are
+    solved in one call of :func:`l0reg.solve_blocks` (``max_iter`` and
     ``tol`` of ``solver_options`` apply), the others by :func:`l0reg.solve` each.  Returns a
     :class:`BlockSolution`: ``w`` in float64 and the boolean support ``keep`` with exactly ``Σ k_B``
     entries (a block whose solution has fewer nonzeros is topped up with its largest ``|w̄_j|``, through
@@ -150,7 +159,7 @@ def solve_blocks(A, w_bar, blocks, budgets, *, gradient=0.0, lam=0.0, w_init=Non
     keep = np.zeros(w_bar.size, dtype=bool)
     t0 = time.perf_counter()
     projections = projections or [None] * len(blocks)
-    batched = [len(blocks) > 1 and projection is None and end - start <= BATCH_MAX_COLUMNS
+    batched = [projection is None and end - start <= BATCH_MAX_COLUMNS
                for (start, end, _), projection in zip(blocks, projections)]
     w_start = np.zeros(w_bar.size) if all(batched) else None
     if any(batched):
