@@ -12,6 +12,7 @@ layer's objective ``Σ_r ½‖X(w̄_r − w_r)‖² + …`` against the magnitud
 Wanda (``|w̄_j|·√H_jj``) supports, each refitted exactly.
 
     python benchmarks/gram_solver.py            # both sizes
+    python benchmarks/gram_solver.py --sizes 576   # one size
     python benchmarks/gram_solver.py --quick    # p = 64, 128 (smoke test)
 """
 import argparse
@@ -94,8 +95,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="p = 64 and 128 instead of 576 and 1536")
     parser.add_argument("--tokens", type=int, default=TOKENS)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[576, 1536], help="input sizes p")
     args = parser.parse_args()
-    sizes = (64, 128) if args.quick else (576, 1536)
+    sizes = (64, 128) if args.quick else args.sizes
     rows = []
     for p in sizes:
         for name in ("50%", "70%", "2:4"):
