@@ -20,6 +20,7 @@ Writes ``benchmarks/results/<name>.{md,json,png}``.
 """
 import argparse
 import copy
+import gc
 import json
 import logging
 import math
@@ -163,6 +164,7 @@ def run_ours(dense, method, setting, calibration, evaluation, args):
 
     from chita_nn.methods.layerwise import prune_layerwise
 
+    gc.collect()  # the previous cell's pruned model (prune hooks make reference cycles): out of the RSS
     model = copy.deepcopy(dense)
     options = {"max_iter": args.chita_max_iter, "swaps": args.chita_swaps} if method == "chita" else None
     with PeakMemory() as memory:
@@ -199,7 +201,8 @@ def tables(cells, settings, methods):
 
     return [("Perplexity (lower is better)", rows("ppl"), columns),
             ("Time to prune (s, loaded machine)", rows("seconds"), columns),
-            ("Peak extra RSS while pruning (MB)", rows("peak_extra_rss_mb"), columns),
+            ("Peak RSS growth while pruning (MB; includes the rollback snapshot and torch prune's masks)",
+             rows("peak_extra_rss_mb"), columns),
             ("Mean per-layer relative reconstruction error ‖X(W̄−W)ᵀ‖²/‖XW̄ᵀ‖²", rows("mean_error"),
              [("method", "method", "")] + [(label, label, ".4f") for label in labels]),
             ("Achieved sparsity of the pruned Linears", rows("sparsity"),
