@@ -23,6 +23,9 @@ coefficients could not represent their huge values anyway.
 """
 import numpy as np
 import scipy.linalg
+from scipy.linalg import blas
+
+from . import _kernels as kern
 
 # Refits of n·|S| ≤ this many entries factorise A_S itself (SVD) instead of its Gram matrix.
 _DIRECT_MAX_ENTRIES = 1 << 16
@@ -35,14 +38,22 @@ def default_rcond(dtype, rows, size):
 
 def _solve_psd(K, rhs, rcond):
     """``K⁻¹ rhs`` for a PSD Gram matrix K: Cholesky when K is well conditioned,
-    else the pseudo-inverse from its eigenvalues above the cutoff."""
-    cutoff = max(rcond * rcond, K.shape[0] * np.finfo(float).eps) * max(float(np.max(np.diag(K))), 0.0)
+    else the pseudo-inverse from its eigenvalues above the cutoff.
+
+    K (symmetric, Fortran-ordered) is factorised in place: the factor overwrites
+    its lower triangle, and K is rebuilt from the upper one if the eigenvalues are needed.
+    """
+    diag = np.diag(K).copy()
+    cutoff = max(rcond * rcond, K.shape[0] * np.finfo(float).eps) * max(float(np.max(diag)), 0.0)
     try:
-        factor, lower = scipy.linalg.cho_factor(K, lower=True, check_finite=False)
+        factor, lower = scipy.linalg.cho_factor(K, lower=True, overwrite_a=True, check_finite=False)
         if np.min(np.diag(factor)) ** 2 > cutoff:
             return scipy.linalg.cho_solve((factor, lower), rhs, check_finite=False)
     except np.linalg.LinAlgError:
         pass
+    K = np.triu(K, 1)
+    K += K.T
+    K[np.diag_indices_from(K)] = diag
     mu, V = scipy.linalg.eigh(K, check_finite=False)
     keep = mu > cutoff
     return V[:, keep] @ ((V[:, keep].T @ rhs) / mu[keep])
@@ -77,19 +88,20 @@ def ridge_on_support(design, b, support, w_bar, nlam, rcond=None):
     if n * support.size <= _DIRECT_MAX_ENTRIES:
         d = _solve_direct(design.cols64(support), rbar, nlam, rcond)
     elif support.size <= n:
-        G = np.zeros((support.size, support.size))
+        G = np.zeros((support.size, support.size), order="F")
         rhs = np.zeros(support.size)
         for lo, blk in design.row_blocks(support):
-            G += blk.T @ blk
-            rhs += blk.T @ rbar[lo:lo + blk.shape[0]]
+            blas.dsyrk(1.0, blk, beta=1.0, c=G, trans=1, lower=1, overwrite_c=1)
+            rhs += blas.dgemv(1.0, blk, rbar[lo:lo + blk.shape[0]], trans=1)
+        kern.mirror_lower(G)
         G[np.diag_indices_from(G)] += nlam
         d = _solve_psd(G, rhs, rcond)
     else:
-        K = design.row_gram(support).copy()
+        K = np.array(design.row_gram(support), order="F")
         K[np.diag_indices_from(K)] += nlam
         y = _solve_psd(K, rbar, rcond)
         d = np.empty(support.size)
         for lo, idx, blk in design.column_blocks(support):
-            d[lo:lo + idx.size] = blk.T @ y
+            d[lo:lo + idx.size] = blas.dgemv(1.0, blk, y, trans=1)
     w[support] = w_bar[support] + d
     return w

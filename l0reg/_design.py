@@ -10,23 +10,32 @@ A design may stand for ``Â = A / s`` with a power of two ``s`` (see
 that quadratic quantities such as ``‖â_j‖²`` or Gram blocks neither overflow
 nor underflow whatever the magnitude of ``A``.
 """
+import numba
 import numpy as np
+import scipy.linalg.blas
 
 from . import _kernels as kern
 
 # A restricted product ``A[:, S] @ x`` over more than this fraction of the
 # columns is faster as one full BLAS product with x scattered into zeros (BLAS
 # streams A with SIMD on every core; the gather kernel does not); for a
-# C-ordered A the same holds for ``A[:, S].T @ r`` (its selected columns are
-# spread over every cache line, so rows are read whole anyway).
-_DENSE_FRACTION = {"matvec": 1.0 / 8, "rmatvec_c": 1.0 / 32}
+# C-ordered A already beyond 1/32, in both directions (its selected columns are
+# spread over every cache line, so rows are read whole anyway: a 10% gather
+# took 19 ms against 7 ms for the full product, 1000 x 32,360 float32).
+_DENSE_FRACTION = {"matvec": 1.0 / 8, "c": 1.0 / 32}
 # Column updates of more columns than this go through the restricted product.
 _FEW_COLUMNS = 32
 # Restricted transposed products with fewer multiply-adds than this run on one
 # thread (thread start-up costs more than small products).
 _PARALLEL_MIN_WORK = 1 << 18
-# Rows or columns converted to float64 at a time by the Gram products (bounded temporaries).
-_BLOCK = 2048
+# The IHT step's products (the fused pass over A, gathers of changed columns) run on
+# Numba's threads only beyond this many multiply-adds: on 2 shared cores a
+# parallel gather of 1.5M entries took 1-12 ms against 0.24 ms on one thread
+# (each call waits for a descheduled thread), a full 1000 x 32,360 pass 7.7 vs 5 ms.
+_PARALLEL_STEP_WORK = 1 << 23
+# Bytes of one float64 block of columns or rows converted at a time by the Gram
+# products (bounded temporaries: 4 MB is 512 columns of a 1000-row A).
+_BLOCK_BYTES = 1 << 22
 
 
 def matrix_scale(A):
@@ -74,13 +83,20 @@ class Design:
         """
         idx = np.ascontiguousarray(idx, dtype=np.int64)
         x = np.ascontiguousarray(x, dtype=np.float64)
-        if not exact and idx.size > _DENSE_FRACTION["matvec"] * self.p:
+        if not exact and idx.size > self._dense_fraction() * self.p:
             dense = np.zeros(self.p, dtype=self.A.dtype)
             dense[idx] = x
             return self.matvec(dense)
         out = np.empty(self.n)
-        (kern.cols_matvec_f if self.fortran else kern.cols_matvec_c)(self.A, idx, x, out)
+        self._pick(kern.cols_matvec_f if self.fortran else kern.cols_matvec_c, idx.size)(self.A, idx, x, out)
         return self._scaled(out)
+
+    def _dense_fraction(self):
+        return _DENSE_FRACTION["matvec" if self.fortran else "c"]
+
+    def _pick(self, kernel, n_cols):
+        """The serial or the parallel build of ``kernel`` for a product over ``n_cols`` columns."""
+        return kernel.parallel if self.n * n_cols >= _PARALLEL_STEP_WORK else kernel
 
     def residual(self, b, idx, x):
         """``b − Â[:, idx] @ x`` accumulated in float64 (see ``cols_matvec``)."""
@@ -90,7 +106,7 @@ class Design:
         """``Â[:, idx].T @ r`` without forming ``Â[:, idx]``."""
         idx = np.ascontiguousarray(idx, dtype=np.int64)
         r = np.ascontiguousarray(r, dtype=np.float64)
-        if not self.fortran and idx.size > _DENSE_FRACTION["rmatvec_c"] * self.p:
+        if not self.fortran and idx.size > _DENSE_FRACTION["c"] * self.p:
             return self.rmatvec(r)[idx]
         out = np.empty(idx.size)
         kernel = kern.cols_rmatvec
@@ -104,6 +120,37 @@ class Design:
             return
         kern.add_cols(self.A, np.ascontiguousarray(idx, dtype=np.int64),
                       np.ascontiguousarray(coef, dtype=np.float64) * self.inv, out)
+
+    def add_cols2(self, idx, x, y, out_x, out_y):
+        """``out_x += Â[:, idx] @ x`` and ``out_y += Â[:, idx] @ y`` in one read of the columns
+        (of whole rows, x and y scattered into zeros, for many columns of a C-ordered A)."""
+        idx = np.ascontiguousarray(idx, dtype=np.int64)
+        x = np.ascontiguousarray(x, dtype=np.float64) * self.inv
+        y = np.ascontiguousarray(y, dtype=np.float64) * self.inv
+        if not self.fortran and idx.size > _DENSE_FRACTION["c"] * self.p:
+            dense_x, dense_y = np.zeros(self.p), np.zeros(self.p)
+            dense_x[idx], dense_y[idx] = x, y
+            self._pick(kern.matvec2_c, self.p)(self.A, dense_x, dense_y, out_x, out_y)
+            return
+        kernel = self._pick(kern.cols_matvec2_f if self.fortran else kern.cols_matvec2_c, idx.size)
+        kernel(self.A, idx, x, y, out_x, out_y)
+
+    def step_direction(self, r, w, w_bar, nlam, inv_diag):
+        """``(g, q)``: the preconditioned gradient ``g = D⁻¹∇F(w) = D⁻¹(nλ(w − w̄) − Âᵀr)`` and
+        ``q = Â_S g_S`` on S = supp w, in one pass over the columns of a Fortran-ordered A."""
+        if not self.fortran:
+            g = -self.rmatvec(r)
+            if nlam:
+                g += nlam * (w - w_bar)
+            g *= inv_diag
+            support = np.flatnonzero(w)
+            return g, self.cols_matvec(support, g[support])
+        parallel = self.A.size >= _PARALLEL_STEP_WORK
+        kernel = kern.step_direction_f.parallel if parallel else kern.step_direction_f
+        partial = np.empty((4 * numba.get_num_threads() if parallel else 1, self.n))
+        g = np.empty(self.p)
+        kernel(self.A, self.inv, np.ascontiguousarray(r, dtype=np.float64), w, w_bar, nlam, inv_diag, g, partial)
+        return g, self._scaled(partial.sum(axis=0))
 
     def take_cols(self, idx):
         """A Fortran-ordered copy of ``A[:, idx]`` (O(n·|idx|) memory, written once)."""
@@ -131,9 +178,10 @@ class Design:
     def row_gram(self, support):
         """``A_S A_Sᵀ`` (n × n, float64, accumulated over column blocks of ``A_S``).
 
-        The last result is kept: when fewer columns differ from its support than ``S`` has, the product is
-        updated by adding and subtracting the changed columns' outer products (successive refits of a
-        solver differ in a few columns). Callers must not modify the returned array.
+        The last result is kept and updated in place: when fewer columns differ from its support than ``S``
+        has, the changed columns' outer products are added and subtracted (successive refits of a solver
+        differ in a few columns). Products are symmetric rank-k updates (``dsyrk``, half the flops of a
+        general product). Callers must not modify the returned array, which the next call may change.
         """
         mask = np.zeros(self.p, dtype=bool)
         mask[support] = True
@@ -141,29 +189,41 @@ class Design:
             previous, K = self._row_gram
             added, removed = np.flatnonzero(mask & ~previous), np.flatnonzero(previous & ~mask)
             if added.size + removed.size < len(support):
-                K = K + self._outer(added) - self._outer(removed)
+                self._syrk(K, added, 1.0)
+                self._syrk(K, removed, -1.0)
+                kern.mirror_lower(K)
                 self._row_gram = (mask, K)
                 return K
-        K = self._outer(np.asarray(support, dtype=np.int64))
+        K = np.zeros((self.n, self.n), order="F")
+        self._syrk(K, np.asarray(support, dtype=np.int64), 1.0)
+        kern.mirror_lower(K)
         self._row_gram = (mask, K)
         return K
 
+    def _syrk(self, K, idx, alpha):
+        """Lower triangle of ``K += alpha · Â[:, idx] Â[:, idx]ᵀ`` (K Fortran-ordered, updated in place)."""
+        for _, _, blk in self.column_blocks(idx):
+            scipy.linalg.blas.dsyrk(alpha, blk, beta=1.0, c=K, lower=1, overwrite_c=1)
+
     def column_blocks(self, support):
         """``(offset, idx, Â[:, idx] as float64)`` over consecutive chunks ``idx`` of ``support``."""
-        for lo in range(0, len(support), _BLOCK):
-            idx = support[lo:lo + _BLOCK]
-            yield lo, idx, self._scaled(self.A[:, idx].astype(np.float64))
+        support = np.asarray(support, dtype=np.int64)
+        width = max(1, _BLOCK_BYTES // (8 * self.n))
+        for lo in range(0, len(support), width):
+            idx = support[lo:lo + width]
+            blk = np.empty((self.n, idx.size), order="F")
+            kern.gather_cols(self.A, idx, 0, self.n, self.inv, blk)
+            yield lo, idx, blk
 
     def row_blocks(self, support):
         """``(offset, Â[rows, support] as float64)`` over consecutive chunks of rows."""
-        for lo in range(0, self.n, _BLOCK):
-            yield lo, self._scaled(self.A[lo:lo + _BLOCK, support].astype(np.float64))
-
-    def _outer(self, idx):
-        K = np.zeros((self.n, self.n))
-        for _, _, blk in self.column_blocks(idx):
-            K += blk @ blk.T
-        return K
+        support = np.asarray(support, dtype=np.int64)
+        height = max(1, _BLOCK_BYTES // (8 * max(1, support.size)))
+        for lo in range(0, self.n, height):
+            hi = min(self.n, lo + height)
+            blk = np.empty((hi - lo, support.size), order="F")
+            kern.gather_cols(self.A, support, lo, hi, self.inv, blk)
+            yield lo, blk
 
     def col_sq(self):
         """``‖â_j‖²`` for every column (computed once, cached)."""

@@ -1,7 +1,7 @@
 """Iterative hard thresholding with the path line search, Jacobi-preconditioned.
 
-Each step: ``g = ∇F(w) = −Aᵀ(b − A w) + nλ(w − w̄)`` (one BLAS product), the
-direction ``δ = D⁻¹ g`` with ``D = diag(‖a_j‖² + nλ)`` (the diagonal of ∇²F),
+Each step: ``g = ∇F(w) = −Aᵀ(b − A w) + nλ(w − w̄)``, the direction ``δ = D⁻¹ g`` and
+``A_S δ_S`` on S = supp w in one pass over A (``Design.step_direction``), with ``D = diag(‖a_j‖² + nλ)`` (the diagonal of ∇²F),
 then ``w ← P_S(w − τ δ)`` with (S, τ) from :func:`line_search`, where the
 projection ranks coordinates in the metric of D (``|√D_j (w_j − τ δ_j)|``).
 The L0 constraint is invariant under this diagonal change of variables, while
@@ -12,14 +12,6 @@ visited support at τ = 0 reproduces ``w`` itself.
 import numpy as np
 
 from ._linesearch import line_search
-
-
-def gradient(design, r, w, w_bar, nlam):
-    """``∇F(w)`` given the residual ``r = b − A w``."""
-    g = -design.rmatvec(r)
-    if nlam:
-        g += nlam * (w - w_bar)
-    return g
 
 
 def jacobi_scale(design, nlam):
@@ -43,8 +35,8 @@ def iht(design, projection, b, w, r, w_bar, nlam, *, max_iter, tol, value, histo
     scale, inv_diag = jacobi_scale(design, nlam)
     stable = 0
     for n_iter in range(1, max_iter + 1):
-        g = gradient(design, r, w, w_bar, nlam) * inv_diag
-        new_value, tau, support, r_new = line_search(design, projection, r, w, g, w_bar, nlam, scale)
+        g, q = design.step_direction(r, w, w_bar, nlam, inv_diag)
+        new_value, tau, support, r_new = line_search(design, projection, r, w, g, w_bar, nlam, scale, q=q)
         if not new_value < value:
             converged = True
             break

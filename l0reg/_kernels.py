@@ -39,16 +39,17 @@ def dot(x, y):
 
 
 # --------------------------------------------------------------------------- products
-@njit(cache=True, fastmath=True)
+@serial_and_parallel
 def cols_matvec_f(A, idx, x, out):
-    """``out = A[:, idx] @ x`` for Fortran-ordered ``A``, by row chunks.
+    """``out = A[:, idx] @ x`` for Fortran-ordered ``A``, by row chunks (one per
+    thread in ``.parallel``).
 
     Each chunk accumulates into a private buffer, which the compiler knows
     aliases nothing, so the inner loop over contiguous column entries vectorises.
     """
     n = A.shape[0]
     nchunks = (n + _ROW_BLOCK - 1) // _ROW_BLOCK
-    for c in range(nchunks):
+    for c in prange(nchunks):
         lo = c * _ROW_BLOCK
         hi = min(n, lo + _ROW_BLOCK)
         acc = np.zeros(hi - lo)
@@ -60,15 +61,96 @@ def cols_matvec_f(A, idx, x, out):
         out[lo:hi] = acc
 
 
-@njit(cache=True, fastmath=True)
+@serial_and_parallel
 def cols_matvec_c(A, idx, x, out):
     """``out = A[:, idx] @ x`` for C-ordered ``A`` (one gathered dot product per row)."""
     n = A.shape[0]
-    for i in range(n):
+    for i in prange(n):
         acc = 0.0
         for t in range(idx.shape[0]):
             acc += A[i, idx[t]] * x[t]
         out[i] = acc
+
+
+@serial_and_parallel
+def cols_matvec2_f(A, idx, x, y, out_x, out_y):
+    """``out_x += A[:, idx] @ x`` and ``out_y += A[:, idx] @ y`` in one read of the
+    columns (Fortran order, private row-chunk accumulators as in ``cols_matvec_f``)."""
+    n = A.shape[0]
+    nchunks = (n + _ROW_BLOCK - 1) // _ROW_BLOCK
+    for c in prange(nchunks):
+        lo = c * _ROW_BLOCK
+        hi = min(n, lo + _ROW_BLOCK)
+        acc_x = np.zeros(hi - lo)
+        acc_y = np.zeros(hi - lo)
+        for t in range(idx.shape[0]):
+            j = idx[t]
+            xt = x[t]
+            yt = y[t]
+            for i in range(hi - lo):
+                a = A[lo + i, j]
+                acc_x[i] += a * xt
+                acc_y[i] += a * yt
+        for i in range(hi - lo):
+            out_x[lo + i] += acc_x[i]
+            out_y[lo + i] += acc_y[i]
+
+
+@serial_and_parallel
+def cols_matvec2_c(A, idx, x, y, out_x, out_y):
+    """``out_x += A[:, idx] @ x`` and ``out_y += A[:, idx] @ y`` for C-ordered ``A``
+    (one gathered pass over each row)."""
+    n = A.shape[0]
+    for i in prange(n):
+        acc_x = 0.0
+        acc_y = 0.0
+        for t in range(idx.shape[0]):
+            a = A[i, idx[t]]
+            acc_x += a * x[t]
+            acc_y += a * y[t]
+        out_x[i] += acc_x
+        out_y[i] += acc_y
+
+
+@serial_and_parallel
+def matvec2_c(A, x, y, out_x, out_y):
+    """``out_x += A @ x`` and ``out_y += A @ y`` for C-ordered ``A`` and dense x, y (one streaming
+    read of each row)."""
+    n, p = A.shape
+    for i in prange(n):
+        acc_x = 0.0
+        acc_y = 0.0
+        for j in range(p):
+            a = A[i, j]
+            acc_x += a * x[j]
+            acc_y += a * y[j]
+        out_x[i] += acc_x
+        out_y[i] += acc_y
+
+
+@serial_and_parallel
+def step_direction_f(A, inv, r, w, w_bar, nlam, inv_diag, g, partial):
+    """One pass over the columns of a Fortran-ordered ``A`` for an IHT step on ``Â = inv·A``:
+
+    ``g_j = (nλ(w_j − w̄_j) − â_jᵀ r) / D_j`` for every j and, while ``a_j`` is in cache,
+    ``partial[c] = Σ a_j g_j`` over the nonzeros ``w_j ≠ 0`` of column chunk c,
+    so that ``Â_S g_S = inv · Σ_c partial[c]`` for S = supp w.
+    """
+    n, p = A.shape
+    nchunks = partial.shape[0]
+    width = (p + nchunks - 1) // nchunks
+    for c in prange(nchunks):
+        acc = np.zeros(n)
+        for j in range(c * width, min(p, (c + 1) * width)):
+            dot = 0.0
+            for i in range(n):
+                dot += A[i, j] * r[i]
+            gj = (nlam * (w[j] - w_bar[j]) - inv * dot) * inv_diag[j]
+            g[j] = gj
+            if w[j] != 0.0:
+                for i in range(n):
+                    acc[i] += A[i, j] * gj
+        partial[c] = acc
 
 
 @serial_and_parallel
@@ -96,6 +178,25 @@ def add_cols(A, idx, coef, out):
             acc[i] += A[i, j] * c
     for i in range(n):
         out[i] += acc[i]
+
+
+@njit(cache=True)
+def gather_cols(A, idx, lo, hi, inv, out):
+    """``out = inv · A[lo:hi, idx]`` in float64 (any layout of A; ``out`` Fortran-ordered):
+    no copy of the block in A's dtype on the way."""
+    for t in range(idx.shape[0]):
+        j = idx[t]
+        for i in range(lo, hi):
+            out[i - lo, t] = A[i, j] * inv
+
+
+@njit(cache=True)
+def mirror_lower(K):
+    """Copy the lower triangle of the square ``K`` onto its upper triangle (in place)."""
+    n = K.shape[0]
+    for j in range(n):
+        for i in range(j + 1, n):
+            K[j, i] = K[i, j]
 
 
 # --------------------------------------------------------------------------- line-search path

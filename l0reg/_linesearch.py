@@ -26,25 +26,24 @@ from . import _kernels as kern
 class SupportQuadratic:
     """``φ_S`` for a support S that changes one coordinate at a time."""
 
-    def __init__(self, design, r, w, g, w_bar, nlam, support):
+    def __init__(self, design, r, w, g, w_bar, nlam, support, q=None):
+        """Start at S = supp w (where ``r_S = r``; ``q = Â_S g_S`` when the caller has it), then move to ``support``."""
         self.design = design
         self.w, self.g, self.w_bar, self.nlam = w, g, w_bar, nlam
+        nonzero = np.flatnonzero(w)
         self.in_s = np.zeros(w.size, dtype=np.bool_)
-        self.in_s[support] = True
-        self.support = np.asarray(support, dtype=np.int64)
-        gs = g[self.support]
-        d = w[self.support] - w_bar[self.support]
-        # Coordinates of w outside S are zeroed by the projection.
-        outside = np.flatnonzero(w * ~self.in_s)
+        self.in_s[nonzero] = True
+        self.support = nonzero
+        gs = g[nonzero]
+        d = w[nonzero] - w_bar[nonzero]
         self.r = r.copy()
-        if outside.size:
-            design.add_cols(outside, w[outside], self.r)
-        self.q = design.cols_matvec(self.support, gs)
+        self.q = design.cols_matvec(nonzero, gs) if q is None else q.copy()
         self.dd = kern.dot(d, d)
         self.dg = kern.dot(d, gs)
         self.gg = kern.dot(gs, gs)
-        wbs = w_bar[self.support]
+        wbs = w_bar[nonzero]
         self.wb_out = kern.dot(w_bar, w_bar) - kern.dot(wbs, wbs)
+        self.move_to(np.asarray(support, dtype=np.int64))
 
     def swap(self, leaving, entering):
         """Replace the coordinates ``leaving`` by ``entering`` (arrays of equal size)."""
@@ -53,8 +52,7 @@ class SupportQuadratic:
         entering = np.asarray(entering, dtype=np.int64)
         idx = np.concatenate([leaving, entering])
         sign = np.concatenate([np.ones(leaving.size), -np.ones(entering.size)])
-        self.design.add_cols(idx, sign * w[idx], self.r)
-        self.design.add_cols(idx, -sign * g[idx], self.q)
+        self.design.add_cols2(idx, sign * w[idx], -sign * g[idx], self.r, self.q)
         d = w[idx] - wb[idx]
         self.dd -= kern.dot(sign, d * d)
         self.dg -= kern.dot(sign, d * g[idx])
@@ -85,15 +83,16 @@ class SupportQuadratic:
         return np.flatnonzero(self.in_s)
 
 
-def line_search(design, projection, r, w, g, w_bar, nlam, scale, n_events=8, n_samples=6):
-    """Best step along the projected path ``P(w − τ g)`` from the feasible ``w``.
+def line_search(design, projection, r, w, g, w_bar, nlam, scale, n_events=8, n_samples=6, q=None):
+    """Best step along the projected path ``P(w − τ g)`` from the feasible ``w``
+    (``q = Â_S g_S`` on S = supp w, when the caller has it).
 
     Returns ``(value, tau, support, r_new)``: the objective, the step, the
     support of the new iterate ``P_S(w − τ g)`` and its residual ``b − A w_new``.
     """
     sw, sg = scale * w, scale * g
     start = projection.start_support(sw, sg)
-    quad = SupportQuadratic(design, r, w, g, w_bar, nlam, start)
+    quad = SupportQuadratic(design, r, w, g, w_bar, nlam, start, q)
     best = _Candidate(quad, start)
     taus, leaving, entering = projection.path_events(sw, sg, start, n_events)
     for t in range(taus.size):

@@ -28,7 +28,7 @@ from . import _kernels as kern
 from ._design import Design, matrix_scale
 from ._backsolve import backsolve_cost, ridge_on_support
 from ._greedy import forward_greedy
-from ._iht import gradient, iht, jacobi_scale
+from ._iht import iht, jacobi_scale
 from ._linesearch import line_search
 from ._local_search import objective_from_residual, refit_support, swap_search
 from ._pattern_swaps import pattern_swap_search, swap_pass_cost
@@ -130,8 +130,8 @@ class _Problem:
         w, r, value = self._refitted(self.w, self.r)
         scale, inv_diag = jacobi_scale(self.design, self.nlam)
         with _timed(self.timings, "iht"):
-            g = gradient(self.design, r, w, self.w_bar, self.nlam) * inv_diag
-            step_value = line_search(self.design, self.projection, r, w, g, self.w_bar, self.nlam, scale)[0]
+            g, q = self.design.step_direction(r, w, self.w_bar, self.nlam, inv_diag)
+            step_value = line_search(self.design, self.projection, r, w, g, self.w_bar, self.nlam, scale, q=q)[0]
         self.n_iter += 1
         if step_value < value - self.tol * max(abs(value), np.finfo(float).tiny):
             return False, value
@@ -217,7 +217,7 @@ def _solve_active_set(full, design, projection, max_iter, backsolve, work_size, 
     supports of ``rivals`` (which compete in the first round only).
     """
     scale, inv_diag = jacobi_scale(design, full.nlam)
-    g = gradient(design, full.r, full.w, full.w_bar, full.nlam) * inv_diag
+    g = design.step_direction(full.r, full.w, full.w_bar, full.nlam, inv_diag)[0]
     W = _working_set(scale * full.w, scale * g, work_size)
     for rival in rivals:
         W = np.union1d(W, np.flatnonzero(rival))
@@ -242,9 +242,9 @@ def _solve_active_set(full, design, projection, max_iter, backsolve, work_size, 
             break
         # One full step: if it still lowers F, its support tells where W falls short.
         with _timed(full.timings, "iht"):
-            g = gradient(design, full.r, full.w, full.w_bar, full.nlam) * inv_diag
+            g, q = design.step_direction(full.r, full.w, full.w_bar, full.nlam, inv_diag)
             value, tau, support, r = line_search(design, projection, full.r, full.w, g, full.w_bar,
-                                                 full.nlam, scale)
+                                                 full.nlam, scale, q=q)
         full.n_iter += 1
         if value >= full.value - full.tol * max(abs(full.value), np.finfo(float).tiny):
             converged = True
