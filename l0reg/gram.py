@@ -228,9 +228,10 @@ class _Rows:
         return kept
 
     def refit(self, rows):
+        """Refit the rows ``rows`` on their supports (exact or CG from their values); keeps improvements."""
         with _timed(self.timings, "refit"):
-            masks = self.W[rows] != 0
-            return self.offer(refit_rows(self.H, self.C[rows], self.Wbar[rows], self.lam, masks), rows)
+            W = self.W[rows]
+            return self.offer(refit_rows(self.H, self.C[rows], self.Wbar[rows], self.lam, W != 0, start=W), rows)
 
     def step(self, active):
         """One IHT step of the rows ``active``: their new rows, ``H d`` and F (not stored)."""
@@ -298,7 +299,8 @@ class _Rows:
                 self.ks[donors] -= 1
                 self.ks[recipients] += 1
                 changed = np.concatenate([donors, recipients])
-                self.W[changed] = refit_rows(self.H, self.C[changed], self.Wbar[changed], self.lam, masks[changed])
+                self.W[changed] = refit_rows(self.H, self.C[changed], self.Wbar[changed], self.lam, masks[changed],
+                                             start=self.W[changed])
                 self.HD[changed], self.F[changed] = self.evaluate(self.W[changed], changed)
                 moved += donors.size
                 if max_swaps:
@@ -327,8 +329,8 @@ class _Rows:
 
 
 # --------------------------------------------------------------------------- entry point
-def solve_gram(H, W_bar, k=None, *, C=None, lam=0.0, budget="row", projection=None, max_iter=100, tol=1e-6,
-               swaps="auto"):
+def solve_gram(H, W_bar, k=None, *, C=None, lam=0.0, budget="row", projection=None, start=None, max_iter=100,
+               tol=1e-6, swaps="auto"):
     """Sparse rows ``W`` minimising each row's ``f_r(w) = ½wᵀHw − c_rᵀw + (λ/2)‖w − w̄_r‖²``.
 
     Parameters
@@ -348,6 +350,11 @@ def solve_gram(H, W_bar, k=None, *, C=None, lam=0.0, budget="row", projection=No
     projection : N:M pattern, optional
         ``l0reg.NM(n, m)``, ``(n, m)`` or ``"n:m"``: keep n of every m consecutive
         entries of each row (instead of ``k``).
+    start : ndarray (r, p), bool or float, optional
+        Starting rows: a mask (refitted from W̄) or dense rows whose nonzeros are the
+        support (e.g. SparseGPT's result; the better of them and their refit is kept);
+        it must satisfy the constraint. Default: the better of the magnitude and
+        Wanda supports, refitted. No row ends above its start.
     max_iter : int
         IHT steps per round.
     tol : float
@@ -375,6 +382,8 @@ def solve_gram(H, W_bar, k=None, *, C=None, lam=0.0, budget="row", projection=No
         if swaps not in ("auto", True, False):
             raise ValueError(f"swaps must be 'auto', True or False, got {swaps!r}")
         ks, n, m, total = _constraint(k, budget, projection, r, p)
+        if start is not None:
+            start = _check_start(start, r, p, ks, n, m, total)
         WbarH = Wbar @ H64
         if C is None:
             C64, E = WbarH, np.zeros_like(WbarH)
@@ -383,7 +392,7 @@ def solve_gram(H, W_bar, k=None, *, C=None, lam=0.0, budget="row", projection=No
             E = C64 - WbarH
 
     with _timed(timings, "start"):
-        state, start = _start(H64, C64, Wbar, E, lam, ks, n, m, total, tol, timings)
+        state, start = _start(H64, C64, Wbar, E, lam, ks, n, m, total, tol, timings, start)
     logger.debug("start: F = %.6g", state.F.sum())
     rows = np.arange(r)
     max_swaps = _MAX_SWAPS if swaps else 0
@@ -419,21 +428,56 @@ def solve_gram(H, W_bar, k=None, *, C=None, lam=0.0, budget="row", projection=No
                       n_iter=state.n_iter, timings=timings, converged=state.converged)
 
 
-def _start(H, C, Wbar, E, lam, ks, n, m, total, tol, timings):
-    """The better of the refitted magnitude and Wanda supports; returns ``(state, start W)``."""
-    candidates = []
-    for score in (np.abs(Wbar), np.abs(Wbar) * np.sqrt(np.diag(H))):
-        row_ks = ks if total is None else layer_counts(score, total)
-        state = _Rows(H, C, Wbar, E, lam, row_ks, n, m, tol, timings)
-        masks = row_masks(score, row_ks, n, m)
-        state.set(refit_rows(H, C, Wbar, lam, masks))
-        candidates.append(state)
-    first, second = candidates
-    if total is None:
-        second_better = second.F < first.F
-        first.W[second_better] = second.W[second_better]
-        first.HD[second_better] = second.HD[second_better]
-        first.F[second_better] = second.F[second_better]
-        return first, first.W.copy()
-    best = min(candidates, key=lambda s: s.F.sum())
+def _check_start(start, r, p, ks, n, m, total):
+    """``(masks, values)`` of a start: a boolean mask (values: W̄ on it, set by the caller as None)
+    or dense rows (their nonzeros); it must satisfy the constraint."""
+    if not isinstance(start, np.ndarray):
+        raise TypeError(f"start must be a numpy ndarray (mask or rows), got {type(start).__name__}")
+    if start.ndim == 1:
+        start = start[None, :]
+    if start.shape != (r, p):
+        raise ValueError(f"start must have shape {(r, p)} (rows, p), got {start.shape}")
+    if start.dtype == np.bool_:
+        masks, values = start, None
+    else:
+        values = np.array(_check_rows(start, (r, p), "start"), dtype=np.float64)
+        masks = values != 0
+    counts = masks.sum(axis=1)
+    if m:
+        padded = np.zeros((r, -(-p // m) * m), dtype=bool)
+        padded[:, :p] = masks
+        feasible = (padded.reshape(r, -1, m).sum(axis=2) <= n).all()
+    else:
+        feasible = counts.sum() <= total if total is not None else (counts <= ks).all()
+    if not feasible:
+        raise ValueError("start does not satisfy the constraint (too many nonzeros in a row, group or the layer)")
+    return masks, values
+
+
+def _start(H, C, Wbar, E, lam, ks, n, m, total, tol, timings, start):
+    """The start rows, refitted: ``start`` (its values or W̄ on its mask, then the refit; each row keeps
+    the better), or the better of the refitted magnitude and Wanda supports; returns ``(state, start W)``."""
+    if start is not None:
+        masks, values = start
+        candidates = [(masks, values)]
+    else:
+        candidates = [(None, score) for score in (np.abs(Wbar), np.abs(Wbar) * np.sqrt(np.diag(H)))]
+    states = []
+    for masks, values in candidates:
+        if masks is None:
+            row_ks = ks if total is None else layer_counts(values, total)
+            masks, values = row_masks(values, row_ks, n, m), None
+        else:
+            row_ks = ks if total is None else masks.sum(axis=1).astype(np.int64)
+        state = _Rows(H, C, Wbar, E, lam, row_ks.copy(), n, m, tol, timings)
+        state.set(np.where(masks, Wbar, 0.0) if values is None else values)
+        state.refit(np.arange(Wbar.shape[0]))
+        states.append(state)
+    best = states[0]
+    for other in states[1:]:
+        if total is None:
+            better = other.F < best.F
+            best.W[better], best.HD[better], best.F[better] = other.W[better], other.HD[better], other.F[better]
+        elif other.F.sum() < best.F.sum():
+            best = other
     return best, best.W.copy()
