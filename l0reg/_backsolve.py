@@ -12,7 +12,8 @@ On S, with ``d = w_S − w̄_S`` and ``r̄ = b − A_S w̄_S``, the problem is
 Gram matrices are accumulated in float64 over column blocks of ``A_S``, so a
 float32 ``A`` is never upcast as a whole; ``A_S A_Sᵀ`` comes from
 :meth:`Design.row_gram`, which updates the previous refit's product when the
-support changed little.
+support changed little. This n × n work runs in scipy's BLAS on one thread
+(see ``_threads``).
 
 Every solve is rank-revealing: singular values below ``rcond·σ_max`` (Gram
 eigenvalues below ``max(rcond², size·ε)·μ_max``) are dropped, so that on a
@@ -26,6 +27,7 @@ import scipy.linalg
 from scipy.linalg import blas
 
 from . import _kernels as kern
+from ._threads import single_blas_thread
 
 # Refits of n·|S| ≤ this many entries factorise A_S itself (SVD) instead of its Gram matrix.
 _DIRECT_MAX_ENTRIES = 1 << 16
@@ -40,8 +42,9 @@ def _solve_psd(K, rhs, rcond):
     """``K⁻¹ rhs`` for a PSD Gram matrix K: Cholesky when K is well conditioned,
     else the pseudo-inverse from its eigenvalues above the cutoff.
 
-    K (symmetric, Fortran-ordered) is factorised in place: the factor overwrites
-    its lower triangle, and K is rebuilt from the upper one if the eigenvalues are needed.
+    K (symmetric, Fortran-ordered) is factorised in place: the factor (or the
+    eigensolver) overwrites its lower triangle and diagonal, never its strict upper
+    triangle, from which K is rebuilt if the eigenvalues are needed.
     """
     diag = np.diag(K).copy()
     cutoff = max(rcond * rcond, K.shape[0] * np.finfo(float).eps) * max(float(np.max(diag)), 0.0)
@@ -51,12 +54,13 @@ def _solve_psd(K, rhs, rcond):
             return scipy.linalg.cho_solve((factor, lower), rhs, check_finite=False)
     except np.linalg.LinAlgError:
         pass
-    K = np.triu(K, 1)
-    K += K.T
-    K[np.diag_indices_from(K)] = diag
-    mu, V = scipy.linalg.eigh(K, check_finite=False)
+    kern.mirror_upper(K, diag)
+    mu, V = scipy.linalg.eigh(K, overwrite_a=True, check_finite=False)
     keep = mu > cutoff
-    return V[:, keep] @ ((V[:, keep].T @ rhs) / mu[keep])
+    z = blas.dgemv(1.0, V, rhs, trans=1)
+    z[keep] /= mu[keep]
+    z[~keep] = 0.0
+    return blas.dgemv(1.0, V, z)
 
 
 def _solve_direct(A_s, rbar, nlam, rcond):
@@ -87,7 +91,17 @@ def ridge_on_support(design, b, support, w_bar, nlam, rcond=None):
         rcond = default_rcond(design.A.dtype, n, support.size)
     if n * support.size <= _DIRECT_MAX_ENTRIES:
         d = _solve_direct(design.cols64(support), rbar, nlam, rcond)
-    elif support.size <= n:
+    else:
+        with single_blas_thread():
+            d = _solve_gram(design, support, rbar, nlam, rcond)
+    w[support] = w_bar[support] + d
+    return w
+
+
+def _solve_gram(design, support, rbar, nlam, rcond):
+    """``d`` of :func:`ridge_on_support` from the |S| × |S| Gram (|S| ≤ n) or the n × n one (Woodbury)."""
+    n = design.n
+    if support.size <= n:
         G = np.zeros((support.size, support.size), order="F")
         rhs = np.zeros(support.size)
         for lo, blk in design.row_blocks(support):
@@ -97,11 +111,14 @@ def ridge_on_support(design, b, support, w_bar, nlam, rcond=None):
         G[np.diag_indices_from(G)] += nlam
         d = _solve_psd(G, rhs, rcond)
     else:
-        K = np.array(design.row_gram(support), order="F")
+        K = design.row_gram(support)  # factorised in place, restored from its upper triangle after
+        diag = np.diag(K).copy()
         K[np.diag_indices_from(K)] += nlam
-        y = _solve_psd(K, rbar, rcond)
+        try:
+            y = _solve_psd(K, rbar, rcond)
+        finally:
+            kern.mirror_upper(K, diag)
         d = np.empty(support.size)
         for lo, idx, blk in design.column_blocks(support):
             d[lo:lo + idx.size] = blas.dgemv(1.0, blk, y, trans=1)
-    w[support] = w_bar[support] + d
-    return w
+    return d

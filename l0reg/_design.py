@@ -34,8 +34,8 @@ _PARALLEL_MIN_WORK = 1 << 18
 # (each call waits for a descheduled thread), a full 1000 x 32,360 pass 7.7 vs 5 ms.
 _PARALLEL_STEP_WORK = 1 << 23
 # Bytes of one float64 block of columns or rows converted at a time by the Gram
-# products (bounded temporaries: 4 MB is 512 columns of a 1000-row A).
-_BLOCK_BYTES = 1 << 22
+# products (bounded temporaries: 2 MB is 256 columns of a 1000-row A).
+_BLOCK_BYTES = 1 << 21
 
 
 def matrix_scale(A):
@@ -181,7 +181,8 @@ class Design:
         The last result is kept and updated in place: when fewer columns differ from its support than ``S``
         has, the changed columns' outer products are added and subtracted (successive refits of a solver
         differ in a few columns). Products are symmetric rank-k updates (``dsyrk``, half the flops of a
-        general product). Callers must not modify the returned array, which the next call may change.
+        general product). Callers may overwrite the returned array's lower triangle and diagonal (an in-place
+        Cholesky) if they restore them from its strict upper triangle before the next call.
         """
         mask = np.zeros(self.p, dtype=bool)
         mask[support] = True

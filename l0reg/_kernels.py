@@ -192,11 +192,21 @@ def gather_cols(A, idx, lo, hi, inv, out):
 
 @njit(cache=True)
 def mirror_lower(K):
-    """Copy the lower triangle of the square ``K`` onto its upper triangle (in place)."""
+    """Copy the strict lower triangle of the square ``K`` onto its upper triangle (in place)."""
     n = K.shape[0]
     for j in range(n):
         for i in range(j + 1, n):
             K[j, i] = K[i, j]
+
+
+@njit(cache=True)
+def mirror_upper(K, diag):
+    """Copy the strict upper triangle of the square ``K`` onto its lower one and set its diagonal (in place)."""
+    n = K.shape[0]
+    for j in range(n):
+        K[j, j] = diag[j]
+        for i in range(j + 1, n):
+            K[i, j] = K[j, i]
 
 
 # --------------------------------------------------------------------------- line-search path
