@@ -27,8 +27,10 @@ _EXACT_CUBE_PER_P2 = 16.0
 _EXACT_FLOPS = 3e8
 # Pivots below this fraction of the diagonal entry mark K as not positive definite.
 _PIVOT_RTOL = 1e-10
-# Conjugate-gradient iterations per refit (large supports).
-CG_ITER = 12
+# Conjugate-gradient refits (large supports): at most this many iterations, and a
+# row stops at this relative (preconditioned) residual.
+CG_ITER = 10
+CG_RTOL = 1e-4
 
 
 @njit(cache=True, fastmath=True)
@@ -94,9 +96,12 @@ def exact_refit_rows(H, C, Wbar, lam, masks):
     return out
 
 
-def cg_refit_rows(H, C, Wbar, lam, masks, start, n_iter):
-    """``n_iter`` steps of Jacobi-preconditioned CG on every row's normal equations,
-    from ``start`` (restricted to the masks); one product ``P @ H`` per step."""
+def cg_refit_rows(H, C, Wbar, lam, masks, start, n_iter, rtol=CG_RTOL):
+    """At most ``n_iter`` steps of Jacobi-preconditioned CG on every row's normal equations,
+    from ``start`` (restricted to the masks); one product ``P @ H`` of the rows still
+    running per step, in float32 (the residual is formed in float64 at the start). A row
+    stops when ``rᵀM⁻¹r ≤ rtol²·bᵀM⁻¹b`` (b: its right-hand side)."""
+    H32 = H.astype(np.float32)
     inv_diag = 1.0 / np.maximum(np.diag(H) + lam, np.finfo(np.float64).tiny)
     target = np.where(masks, C + lam * Wbar, 0.0)
     W = np.where(masks, start, 0.0)
@@ -104,20 +109,25 @@ def cg_refit_rows(H, C, Wbar, lam, masks, start, n_iter):
     Z = R * inv_diag
     P = Z.copy()
     rz = np.einsum("ij,ij->i", R, Z)
+    stop = rtol * rtol * np.einsum("ij,ij->i", target * inv_diag, target)
+    rows = np.flatnonzero(rz > stop)
     for _ in range(n_iter):
-        Q = P @ H
-        Q += lam * P
-        Q *= masks
-        curv = np.einsum("ij,ij->i", P, Q)
-        alpha = np.divide(rz, curv, out=np.zeros_like(rz), where=curv > 0)
-        W += alpha[:, None] * P
-        R -= alpha[:, None] * Q
-        np.multiply(R, inv_diag, out=Z)
-        rz_new = np.einsum("ij,ij->i", R, Z)
-        beta = np.divide(rz_new, rz, out=np.zeros_like(rz), where=rz > 0)
-        P *= beta[:, None]
-        P += Z
-        rz = rz_new
+        if rows.size == 0:
+            break
+        Pa = P[rows]
+        Q = (Pa.astype(np.float32) @ H32).astype(np.float64)
+        Q += lam * Pa
+        Q *= masks[rows]
+        curv = np.einsum("ij,ij->i", Pa, Q)
+        alpha = np.divide(rz[rows], curv, out=np.zeros(rows.size), where=curv > 0)
+        W[rows] += alpha[:, None] * Pa
+        R[rows] -= alpha[:, None] * Q
+        Z[rows] = R[rows] * inv_diag
+        rz_new = np.einsum("ij,ij->i", R[rows], Z[rows])
+        beta = np.divide(rz_new, rz[rows], out=np.zeros(rows.size), where=rz[rows] > 0)
+        P[rows] = Z[rows] + beta[:, None] * Pa
+        rz[rows] = rz_new
+        rows = rows[(rz_new > stop[rows]) & (curv > 0)]
     return W
 
 

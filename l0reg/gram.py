@@ -56,9 +56,16 @@ _MAX_CHANGES = 16
 _SUPPORT_PATIENCE = 5
 # H d is recomputed by a product every this many steps (round-off of the updates).
 _RESYNC_EVERY = 25
+# Rounds of IHT, refit and local search: up to this many on layers with r·p² below
+# _SMALL_LAYER_FLOPS, one on larger layers (later rounds gain ~1% there).
 _MAX_ROUNDS = 3
-# Local search per row and round: swaps taken, removal candidates scored per swap.
+_SMALL_LAYER_FLOPS = 5e7
+# Local search per row and round: swaps taken (fewer on large layers, where a swap and
+# its coordinate-descent sweep cost O(k·p) per row: r·swaps·k·p ≤ _SWAP_FLOPS, at
+# least _MIN_SWAPS), removal candidates scored per swap.
 _MAX_SWAPS = 20
+_MIN_SWAPS = 2
+_SWAP_FLOPS = 4e9
 _N_REMOVE = 16
 # Swaps are scored with the refit of the new support (``exact_swaps_rows``) while
 # one swap costs at most this many flops per row (p·k²); otherwise with the other
@@ -329,8 +336,8 @@ class _Rows:
 
 
 # --------------------------------------------------------------------------- entry point
-def solve_gram(H, W_bar, k=None, *, C=None, lam=0.0, budget="row", projection=None, start=None, max_iter=100,
-               tol=1e-6, swaps="auto"):
+def solve_gram(H, W_bar, k=None, *, C=None, lam=0.0, budget="row", projection=None, start=None, max_iter=10,
+               tol=1e-6, swaps="auto", rounds="auto"):
     """Sparse rows ``W`` minimising each row's ``f_r(w) = ½wᵀHw − c_rᵀw + (λ/2)‖w − w̄_r‖²``.
 
     Parameters
@@ -360,7 +367,11 @@ def solve_gram(H, W_bar, k=None, *, C=None, lam=0.0, budget="row", projection=No
     tol : float
         Relative decrease of F under which a row stops.
     swaps : 'auto', True or False
-        Coordinate descent and 1-swaps after the refits ('auto': on).
+        Coordinate descent and 1-swaps after the refits ('auto': on; up to 20
+        swaps per row and round, fewer on large layers).
+    rounds : 'auto' or int
+        Rounds of IHT, refit and local search ('auto': 3 on small layers, r·p² ≤ 5e7,
+        else 1; later rounds gain about 1% on SmolLM2-sized layers).
 
     Returns
     -------
@@ -379,6 +390,8 @@ def solve_gram(H, W_bar, k=None, *, C=None, lam=0.0, budget="row", projection=No
         lam = check_nonnegative(lam, "lam")
         max_iter = check_positive_int(max_iter, "max_iter")
         tol = check_nonnegative(tol, "tol")
+        if rounds != "auto":
+            rounds = check_positive_int(rounds, "rounds")
         if swaps not in ("auto", True, False):
             raise ValueError(f"swaps must be 'auto', True or False, got {swaps!r}")
         ks, n, m, total = _constraint(k, budget, projection, r, p)
@@ -395,8 +408,10 @@ def solve_gram(H, W_bar, k=None, *, C=None, lam=0.0, budget="row", projection=No
         state, start = _start(H64, C64, Wbar, E, lam, ks, n, m, total, tol, timings, start)
     logger.debug("start: F = %.6g", state.F.sum())
     rows = np.arange(r)
-    max_swaps = _MAX_SWAPS if swaps else 0
-    for _ in range(_MAX_ROUNDS):
+    max_swaps = _swap_budget(r, p, state.ks) if swaps else 0
+    if rounds == "auto":
+        rounds = _MAX_ROUNDS if r * float(p) ** 2 <= _SMALL_LAYER_FLOPS else 1
+    for _ in range(rounds):
         state.iht(rows, max_iter)
         state.refit(rows)
         if not max_swaps:
@@ -426,6 +441,12 @@ def solve_gram(H, W_bar, k=None, *, C=None, lam=0.0, budget="row", projection=No
         coef = coef.reshape(1, p)
     return GramResult(coef=coef, mask=coef != 0, objective=objective, objective_start=objective_start,
                       n_iter=state.n_iter, timings=timings, converged=state.converged)
+
+
+def _swap_budget(r, p, ks):
+    """Swaps per row and round: ``_MAX_SWAPS``, fewer when r·swaps·k·p would exceed ``_SWAP_FLOPS``."""
+    cost = r * p * max(int(ks.max(initial=0)), 1)
+    return int(np.clip(_SWAP_FLOPS // cost, _MIN_SWAPS, _MAX_SWAPS))
 
 
 def _check_start(start, r, p, ks, n, m, total):
