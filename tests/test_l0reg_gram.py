@@ -221,3 +221,80 @@ def test_validation(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         l0reg.solve_gram(args.pop("H"), args.pop("W_bar"), args.pop("k"), **args)
+
+
+# --------------------------------------------------------------------------- warm start and knobs
+def _refit_objective(H, wbar, S, lam):
+    """F of the row w̄ refitted exactly on the support S."""
+    w = np.zeros(H.shape[0])
+    S = np.flatnonzero(S)
+    w[S] = np.linalg.solve(H[np.ix_(S, S)] + lam * np.eye(S.size), (wbar @ H)[S] + lam * wbar[S])
+    d = w - wbar
+    return 0.5 * d @ H @ d + 0.5 * lam * d @ d
+
+
+@pytest.mark.parametrize("constraint", [dict(k=5), dict(projection=(2, 4))])
+def test_start_mask_is_refitted_and_never_beaten(constraint):
+    """A given mask (the worst-magnitude entries: far from the default starts) is the start:
+    ``objective_start`` is its exact refit, and no row ends above it."""
+    X, Wbar = _layer("toeplitz", 60, 12, 6, 21)
+    H, lam = X.T @ X, 0.3
+    scores = -np.abs(Wbar)
+    ks = np.full(6, constraint.get("k", 6))
+    n, m = constraint.get("projection", (0, 0))
+    mask = l0reg._gram_supports.row_masks(scores, ks, n, m)
+    res = l0reg.solve_gram(H, Wbar, lam=lam, start=mask, **constraint)
+    expected = [_refit_objective(H, Wbar[i], mask[i], lam) for i in range(6)]
+    np.testing.assert_allclose(res.objective_start, expected, rtol=1e-8)
+    assert (res.objective <= res.objective_start).all()
+    assert (res.objective < 0.5 * res.objective_start).any()
+
+
+def test_start_dense_rows_at_the_optimum_stay_there():
+    """Dense start rows: their values count (never above them), and the enumerated optimum is kept."""
+    X, Wbar = _layer("equicorrelated", 40, 10, 3, 5)
+    H, k, lam = X.T @ X, 3, 0.1
+    optimum = np.array([l0reg.brute_force(X, X @ w, k, lam / 40, w)[0] for w in Wbar])
+    res = l0reg.solve_gram(H, Wbar, k, lam=lam, start=optimum, swaps=False, max_iter=1)
+    np.testing.assert_allclose(res.coef, optimum, rtol=1e-7, atol=1e-10)
+    perturbed = np.where(optimum != 0, optimum * 1.1, 0.0)
+    res = l0reg.solve_gram(H, Wbar, k, lam=lam, start=perturbed)
+    d = perturbed - Wbar
+    start_values = 0.5 * np.einsum("ij,jk,ik->i", d, H, d) + 0.5 * lam * (d * d).sum(axis=1)
+    assert (res.objective_start < start_values).all()  # refitted: the better of both
+    assert (res.objective <= res.objective_start).all()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(k=2, start=np.ones((2, 4), dtype=bool)), "does not satisfy"),
+    (dict(projection=(2, 4), start=np.array([[1.0, 1.0, 1.0, 0.0]] * 2)), "does not satisfy"),
+    (dict(k=6, budget="layer", start=np.ones((2, 4), dtype=bool)), "does not satisfy"),
+    (dict(k=2, start=np.ones((3, 4), dtype=bool)), "start must have shape"),
+    (dict(k=2, start=np.full((2, 4), np.nan)), "start contains NaN"),
+    (dict(k=2, rounds=0), "rounds"),
+])
+def test_start_and_rounds_validation(kwargs, message):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((10, 4))
+    with pytest.raises(ValueError, match=message):
+        l0reg.solve_gram(X.T @ X, rng.standard_normal((2, 4)), **kwargs)
+
+
+def test_more_rounds_never_worse():
+    X, Wbar = _layer("toeplitz", 200, 48, 8, 9)
+    H = X.T @ X
+    one = l0reg.solve_gram(H, Wbar, 12, lam=0.1, rounds=1, max_iter=2)
+    three = l0reg.solve_gram(H, Wbar, 12, lam=0.1, rounds=3, max_iter=2)
+    assert three.objective.sum() <= one.objective.sum() * (1 + 1e-12)
+
+
+def test_cg_refit_matches_exact_refit():
+    """The CG refit (used on large supports) converges to the exact refit from any start."""
+    from l0reg._gram_refit import cg_refit_rows, exact_refit_rows
+    X, Wbar = _layer("toeplitz", 400, 40, 5, 4)
+    H, lam = X.T @ X, 0.5
+    masks = np.abs(Wbar) > 0.5
+    exact = exact_refit_rows(H, Wbar @ H, Wbar, lam, masks)
+    cg = cg_refit_rows(H, Wbar @ H, Wbar, lam, masks, np.zeros_like(Wbar), 200, rtol=1e-9)
+    np.testing.assert_allclose(cg, exact, rtol=1e-4, atol=1e-5 * np.abs(exact).max())
+    assert (cg[~masks] == 0).all()
