@@ -25,14 +25,11 @@ from . import _kernels as kern
 _DENSE_FRACTION = {"matvec": 1.0 / 8, "c": 1.0 / 32}
 # Column updates of more columns than this go through the restricted product.
 _FEW_COLUMNS = 32
-# Restricted transposed products with fewer multiply-adds than this run on one
-# thread (thread start-up costs more than small products).
-_PARALLEL_MIN_WORK = 1 << 18
-# The IHT step's products (the fused pass over A, gathers of changed columns) run on
-# Numba's threads only beyond this many multiply-adds: on 2 shared cores a
-# parallel gather of 1.5M entries took 1-12 ms against 0.24 ms on one thread
-# (each call waits for a descheduled thread), a full 1000 x 32,360 pass 7.7 vs 5 ms.
-_PARALLEL_STEP_WORK = 1 << 23
+# Kernels run on Numba's threads only beyond this many multiply-adds: on 2 shared
+# cores a parallel gather of 1.5M entries took 1-12 ms against 0.24 ms on one
+# thread (each call waits for a descheduled thread), a full 1000 x 32,360 pass
+# 7.7 vs 5 ms, max|A| of a 500 x 1000 A 37 ms.
+_PARALLEL_MIN_WORK = 1 << 23
 # Bytes of one float64 block of columns or rows converted at a time by the Gram
 # products (bounded temporaries: 2 MB is 256 columns of a 1000-row A).
 _BLOCK_BYTES = 1 << 21
@@ -96,7 +93,7 @@ class Design:
 
     def _pick(self, kernel, n_cols):
         """The serial or the parallel build of ``kernel`` for a product over ``n_cols`` columns."""
-        return kernel.parallel if self.n * n_cols >= _PARALLEL_STEP_WORK else kernel
+        return kernel.parallel if self.n * n_cols >= _PARALLEL_MIN_WORK else kernel
 
     def residual(self, b, idx, x):
         """``b − Â[:, idx] @ x`` accumulated in float64 (see ``cols_matvec``)."""
@@ -145,7 +142,7 @@ class Design:
             g *= inv_diag
             support = np.flatnonzero(w)
             return g, self.cols_matvec(support, g[support])
-        parallel = self.A.size >= _PARALLEL_STEP_WORK
+        parallel = self.A.size >= _PARALLEL_MIN_WORK
         kernel = kern.step_direction_f.parallel if parallel else kern.step_direction_f
         partial = np.empty((4 * numba.get_num_threads() if parallel else 1, self.n))
         g = np.empty(self.p)
