@@ -125,7 +125,7 @@ def llmc_worker(spec_path):
     dataset = Dataset.from_dict({"input_ids": calibration.tolist(),
                                  "attention_mask": torch.ones_like(calibration).tolist()})
     start = time.perf_counter()
-    oneshot(model=model, dataset=dataset, recipe=recipe, num_calibration_samples=len(calibration),
+    oneshot(model=model, processor=tokenizer, dataset=dataset, recipe=recipe, num_calibration_samples=len(calibration),
             max_seq_length=calibration.shape[1])
     seconds = time.perf_counter() - start
     linears = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "lm_head" not in n]
@@ -226,11 +226,10 @@ def plot(cells, settings, methods, dense_ppl, path):
         xs = [float(s) for s in unstructured if "ppl" in cells.get((method, s), {})]
         left.plot(xs, [cells[(method, s)]["ppl"] for s in unstructured if "ppl" in cells.get((method, s), {})],
                   marker="o", label=method)
-        errors = next((cells[(method, s)]["errors"] for s in settings if "errors" in cells.get((method, s), {})),
-                      None)
-        if errors:
-            right.plot(list(errors.values()), marker=".", linewidth=0.8,
-                       label=f"{method} ({setting_label(next(s for s in settings if 'errors' in cells.get((method, s), {})))})")
+        with_errors = [s for s in settings if "errors" in cells.get((method, s), {})]
+        if with_errors:
+            right.plot(list(cells[(method, with_errors[0])]["errors"].values()), marker=".", linewidth=0.8,
+                       label=f"{method} ({setting_label(with_errors[0])})")
     left.axhline(dense_ppl, color="black", linestyle=":", label="dense")
     left.set(xlabel="sparsity", ylabel="perplexity", yscale="log", title="SmolLM2-135M, CPython docs")
     right.set(xlabel="layer (model order)", ylabel="relative reconstruction error", yscale="log",

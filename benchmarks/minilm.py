@@ -125,7 +125,8 @@ def main(argv=None):
         for key in rows:
             rows[key].append(row[key])
     columns = [("method", "method", "")] + [(label, label, ".4f") for label in labels]
-    sections = [("Mean cosine to the dense embedding (targets: ≥ 0.95 at 50%, ≥ 0.85 at 70%)", rows["cosine"], columns),
+    sections = [("Mean cosine to the dense embedding (targets: ≥ 0.95 at 50%, ≥ 0.85 at 70%)", rows["cosine"],
+                 columns),
                 ("Worst sentence's cosine", rows["min"], columns),
                 ("Mean per-layer relative reconstruction error", rows["error"], columns),
                 ("Time to prune (s, loaded 2-core machine)", rows["seconds"],
