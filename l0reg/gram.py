@@ -357,11 +357,13 @@ def solve_gram(H, W_bar, k=None, *, C=None, lam=0.0, budget="row", projection=No
     projection : N:M pattern, optional
         ``l0reg.NM(n, m)``, ``(n, m)`` or ``"n:m"``: keep n of every m consecutive
         entries of each row (instead of ``k``).
-    start : ndarray (r, p), bool or float, optional
+    start : ndarray (r, p), bool or float, or a list of them, optional
         Starting rows: a mask (refitted from W̄) or dense rows whose nonzeros are the
         support (e.g. SparseGPT's result; the better of them and their refit is kept);
-        it must satisfy the constraint. Default: the better of the magnitude and
-        Wanda supports, refitted. No row ends above its start.
+        each must satisfy the constraint; with a list each row starts from its best
+        candidate (a layer budget: the best candidate for the layer). Default: the
+        better of the magnitude and Wanda supports, refitted. No row ends above its
+        start. Refits are exact on small supports, by CG (approximate) on large ones.
     max_iter : int
         IHT steps per round.
     tol : float
@@ -396,7 +398,10 @@ def solve_gram(H, W_bar, k=None, *, C=None, lam=0.0, budget="row", projection=No
             raise ValueError(f"swaps must be 'auto', True or False, got {swaps!r}")
         ks, n, m, total = _constraint(k, budget, projection, r, p)
         if start is not None:
-            start = _check_start(start, r, p, ks, n, m, total)
+            starts = start if isinstance(start, (list, tuple)) else [start]
+            if not starts:
+                raise ValueError("start must hold at least one mask or array of rows")
+            start = [_check_start(one, r, p, ks, n, m, total) for one in starts]
         WbarH = Wbar @ H64
         if C is None:
             C64, E = WbarH, np.zeros_like(WbarH)
@@ -476,11 +481,10 @@ def _check_start(start, r, p, ks, n, m, total):
 
 
 def _start(H, C, Wbar, E, lam, ks, n, m, total, tol, timings, start):
-    """The start rows, refitted: ``start`` (its values or W̄ on its mask, then the refit; each row keeps
-    the better), or the better of the refitted magnitude and Wanda supports; returns ``(state, start W)``."""
+    """The start rows, refitted: the ``start`` candidates (their values or W̄ on their masks, then the
+    refit; each row keeps the best), or the better of the refitted magnitude and Wanda supports; returns ``(state, start W)``."""
     if start is not None:
-        masks, values = start
-        candidates = [(masks, values)]
+        candidates = start
     else:
         candidates = [(None, score) for score in (np.abs(Wbar), np.abs(Wbar) * np.sqrt(np.diag(H)))]
     states = []

@@ -298,3 +298,16 @@ def test_cg_refit_matches_exact_refit():
     cg = cg_refit_rows(H, Wbar @ H, Wbar, lam, masks, np.zeros_like(Wbar), 200, rtol=1e-9)
     np.testing.assert_allclose(cg, exact, rtol=1e-4, atol=1e-5 * np.abs(exact).max())
     assert (cg[~masks] == 0).all()
+
+
+def test_start_list_keeps_each_rows_best_candidate():
+    """With several starts, each row's objective_start is the best of the candidates' refits."""
+    X, Wbar = _layer("gaussian", 50, 10, 5, 13)
+    H, lam, k = X.T @ X, 0.2, 3
+    rng = np.random.default_rng(1)
+    masks = [np.argsort(rng.random((5, 10)), axis=1) < k for _ in range(2)]
+    res = l0reg.solve_gram(H, Wbar, k, lam=lam, start=masks)
+    expected = [min(_refit_objective(H, Wbar[i], mk[i], lam) for mk in masks) for i in range(5)]
+    np.testing.assert_allclose(res.objective_start, expected, rtol=1e-8)
+    with pytest.raises(ValueError, match="at least one"):
+        l0reg.solve_gram(H, Wbar, k, start=[])
