@@ -4,7 +4,9 @@
     min_w ½(w − w̄_r)ᵀ H (w − w̄_r) + (λ/2)‖w − w̄_r‖²   subject to the budget (row, layer or N:M),
 
 with ``λ = dampening · mean(diag H)`` (the same ridge as SparseGPT's dampening).  ``solve_gram`` starts
-from the refitted magnitude and Wanda supports; the SparseGPT solution is a further candidate, and every
+from the SparseGPT rows and the Wanda mask (``start=``: each row keeps the best of them, refitted;
+``solver_options={"start": None}`` restores the refitted magnitude and Wanda supports); SparseGPT and Wanda
+stay candidates, and every
 row (the whole layer under a layer budget) keeps the candidate of lowest reconstruction error ``dᵀHd``, so
 the result is never worse than SparseGPT's or Wanda's on the calibration data.
 """
@@ -25,12 +27,14 @@ logger = logging.getLogger(__name__)
 def chita(W, H, budget, *, dampening=0.01, factor=None, solver_options=None, **_):
     """``(W_new, keep)`` from ``solve_gram``, safeguarded by SparseGPT and Wanda (see the module)."""
     r, p = W.shape
+    W_sgpt, keep_sgpt = sparsegpt(W, H, budget, dampening=dampening, factor=factor)
+    W_wanda, keep_wanda = wanda(W, H, budget)
+    starts = [W_sgpt.double().cpu().numpy(), keep_wanda.cpu().numpy()]
     result = l0reg.solve_gram(H.cpu().numpy(), W.cpu().numpy(), lam=ridge(H, dampening),
-                              **budget.solve_gram_args(r, p), **(solver_options or {}))
+                              **budget.solve_gram_args(r, p), **{"start": starts, **(solver_options or {})})
     logger.debug("solve_gram: %r", result)
     candidates = [(torch.from_numpy(result.coef).to(W), torch.from_numpy(result.mask).to(W.device)),
-                  sparsegpt(W, H, budget, dampening=dampening, factor=factor),
-                  wanda(W, H, budget)]
+                  (W_sgpt, keep_sgpt), (W_wanda, keep_wanda)]
     errors = torch.stack([row_errors(W, Wc, H) for Wc, _ in candidates])
     if budget.per_row or budget.nm:
         best = errors.argmin(dim=0)
