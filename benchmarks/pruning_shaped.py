@@ -31,6 +31,7 @@ LAM = 1e-5
 DENSITY = 0.10
 IHT_STEPS = 200
 STEP_PROBE_ITERS = 20  # IHT steps of the dedicated per-step timing run
+STEP_PROBE_RUNS = 3  # such runs; the fastest counts (shared machines)
 ABESS_LIMIT_S = 120
 
 FULL = {"n": 1000, "problems": [("MLPNet", 32360, "F"), ("MLPNet", 32360, "C"), ("ResNet20", 268336, "F")],
@@ -119,12 +120,17 @@ def pruning_problem(name, n, p, order, seed):
 
     # One IHT step of the solver on all p columns (no active set, no swaps, no
     # refit) vs the two BLAS products a plain gradient step needs.
-    probe, _ = timed(lambda: l0reg.solve(A, b, k, lam=LAM, w_bar=w_bar, max_iter=STEP_PROBE_ITERS, tol=0.0,
-                                         active_set=False, swaps=False, backsolve=False))
-    row["step_ms"] = 1e3 * probe.timings["iht"] / probe.n_iter
+    def step_ms():
+        probe, _ = timed(lambda: l0reg.solve(A, b, k, lam=LAM, w_bar=w_bar, max_iter=STEP_PROBE_ITERS, tol=0.0,
+                                             active_set=False, swaps=False, backsolve=False))
+        return 1e3 * probe.timings["iht"] / probe.n_iter
+
+    row["step_ms"] = min(step_ms() for _ in range(STEP_PROBE_RUNS))
     x, r = w_bar.copy(), b.copy()
     row["two_matvec_ms"] = 1e3 * best_time(lambda: (A @ x, A.T @ r), repeats=5)
+    row["read_ms"] = 1e3 * best_time(lambda: A.T @ r, repeats=5)
     row["step_ratio"] = row["step_ms"] / row["two_matvec_ms"]
+    row["read_ratio"] = row["step_ms"] / row["read_ms"]
     return row
 
 
@@ -187,8 +193,9 @@ def targets(rows):
     for row in rows:
         tag = f"{row['problem']} {row['order']}"
         limit = 2.0 if row["p"] < 100_000 else 20.0
-        out.append((f"{tag}: one IHT step <= 1.5 x two BLAS mat-vecs", f"{row['step_ratio']:.2f} x",
-                    row["step_ratio"] <= 1.5))
+        bound = 2.0 if row["order"] == "F" else 2.5
+        out.append((f"{tag}: one IHT step <= {bound:g} x one read of A (Aᵀr)", f"{row['read_ratio']:.2f} x",
+                    row["read_ratio"] <= bound))
         out.append((f"{tag}: whole solve <= {limit:g} s", f"{row['solve_s']:.2f} s", row["solve_s"] <= limit))
         out.append((f"{tag}: objective below magnitude + back-solve and {IHT_STEPS} IHT steps",
                     f"{row['objective']:.5g} vs {row['mp_backsolve_obj']:.5g} and {row['iht_obj']:.5g}",
@@ -196,6 +203,8 @@ def targets(rows):
         out.append((f"{tag}: extra peak memory < A/2 (no copy of A, no float64 upcast)",
                     f"{max(row['traced_MB'], row['rss_MB']):.1f} MB vs A {row['A_MB']:.1f} MB",
                     max(row["traced_MB"], row["rss_MB"]) < row["A_MB"] / 2))
+        out.append((f"{tag}: extra traced memory <= A/10", f"{row['traced_MB']:.1f} MB vs A {row['A_MB']:.1f} MB",
+                    row["traced_MB"] <= row["A_MB"] / 10))
     return [{"target": t, "measured": m, "met": "met" if ok else "MISSED"} for t, m, ok in out]
 
 
@@ -217,7 +226,8 @@ def main():
     cost_cols = [("problem", "problem", "s"), ("order", "order", "s"), ("p", "p", "d"),
                  ("A_MB", "A MB", ".1f"), ("traced_MB", "peak traced MB", ".1f"), ("rss_MB", "peak RSS MB", ".1f"),
                  ("nk_p_MB", "(n·k + p)·8 B in MB", ".1f"), ("step_ms", "IHT step ms", ".2f"),
-                 ("two_matvec_ms", "A@x + Aᵀ@r ms", ".2f"), ("step_ratio", "ratio", ".2f")]
+                 ("two_matvec_ms", "A@x + Aᵀ@r ms", ".2f"), ("step_ratio", "ratio", ".2f"),
+                 ("read_ms", "Aᵀ@r ms", ".2f"), ("read_ratio", "step / read", ".2f")]
     wide_cols = [("n", "n", "d"), ("p", "p", "d"), ("k", "k", "d"), ("method", "method", "s"),
                  ("status", "status", "s"), ("time_s", "time s", ".2f"), ("objective", "objective", ".6g"),
                  ("refit_objective", "objective after back-solve on its support", ".6g")]
@@ -239,7 +249,8 @@ def main():
         f"IHT {IHT_STEPS} steps: constant step 1/(‖A‖₂² + nλ) from the projection of w̄",
         f"IHT step ms: timings['iht'] / n_iter of l0reg.solve(max_iter={STEP_PROBE_ITERS}, tol=0, active_set=False, "
         "swaps=False, backsolve=False), i.e. one full-width step with its line search; "
-        "A@x + Aᵀ@r ms: best of 5 of the two plain BLAS float32 mat-vecs (x dense)",
+        f"(fastest of {STEP_PROBE_RUNS} such runs); A@x + Aᵀ@r ms: best of 5 of the two plain BLAS float32 "
+        "mat-vecs (x dense); Aᵀ@r ms: best of 5 of one (one read of A); step / read: their ratio",
         "peak traced MB: tracemalloc peak (Python and NumPy allocations only); peak RSS MB: growth of the "
         f"process's peak resident set during the solve ({rows[0]['rss_method']}; includes memory allocated in "
         "Numba kernels and BLAS); both measured in a separate, untimed solve, A already allocated",

@@ -65,7 +65,8 @@ def test_in_place_woodbury_refit_leaves_the_cached_gram_intact():
 
 
 # Fixed problems solved with the code before the fused step (commit 33803b9): objective, support size and
-# sum of its indices, IHT steps. The fused products change round-off only.
+# sum of its indices, IHT steps. The fused products (float64 accumulation, serial instead of parallel sums)
+# change round-off only: same supports and steps, objectives within 1e-7 (A is float32).
 _BEFORE = {
     ("F", 0, 200, 3000, 300, 1e-05, False): (2.6313192815981297, 300, 447778, 16),
     ("C", 1, 200, 3000, 300, 1e-05, False): (2.749642393379874, 300, 447327, 1),
@@ -84,7 +85,7 @@ def test_results_identical_to_before_on_fixed_problems(case):
     result = l0reg.solve(A, b, k, lam=lam, w_bar=w_bar, projection=l0reg.NM(2, 4) if nm else None)
     value, size, index_sum, n_iter = _BEFORE[case]
     assert (result.support.size, int(result.support.sum()), result.n_iter) == (size, index_sum, n_iter)
-    assert result.objective == pytest.approx(value, rel=1e-10)
+    assert result.objective == pytest.approx(value, rel=1e-7)
 
 
 def test_peak_memory_of_a_solve_is_a_tenth_of_A():
