@@ -82,7 +82,7 @@ def prune(model, method, setting, calibration, args):
                                ignore=IGNORE)
     options = {"max_iter": args.chita_max_iter, "swaps": args.chita_swaps} if method == "chita" else None
     return prune_layerwise(model, calibration, method=method, per_row=method != "magnitude", ignore=IGNORE,
-                           solver_options=options, **kwargs)
+                           solver_options=options, error_correction=args.error_correction, **kwargs)
 
 
 def main(argv=None):
@@ -90,6 +90,8 @@ def main(argv=None):
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--settings", nargs="+", default=["0.5", "0.7", "2:4"])
     parser.add_argument("--calib", type=int, default=256, help="calibration sentences")
+    parser.add_argument("--error-correction", action=argparse.BooleanOptionalAction, default=True,
+                        help="fit the dense model's outputs from the pruned inputs (default on)")
     parser.add_argument("--eval", type=int, default=512, help="evaluation sentences")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)

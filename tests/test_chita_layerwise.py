@@ -296,3 +296,32 @@ def test_width_not_multiple_of_m_and_empty_data():
         prune_layerwise(mlp(), torch.randn(0, 16), 0.5)
     with pytest.raises(ValueError, match="no prunable parameters selected"):
         prune_layerwise(mlp(), torch.randn(8, 16), 0.5, targets=["nothing*"])
+
+
+def test_corrected_target_solves_the_dense_output_fit():
+    from chita_nn.methods.layerwise.damping import corrected_target, dampened, ridge
+
+    generator = torch.Generator().manual_seed(0)
+    X_d = torch.randn(200, 6, generator=generator, dtype=torch.float64)
+    X_p = X_d + 0.1 * torch.randn(200, 6, generator=generator, dtype=torch.float64)
+    W_bar = torch.randn(3, 6, generator=generator, dtype=torch.float64)
+    H, G = X_p.T @ X_p / 200, X_p.T @ X_d / 200
+    W = corrected_target(W_bar, H, G, 0.0)
+    expected = torch.linalg.lstsq(X_p, X_d @ W_bar.T).solution.T  # min ‖X_d W̄ᵀ − X_p Wᵀ‖
+    torch.testing.assert_close(W, expected)
+    torch.testing.assert_close(corrected_target(W_bar, H, H, 0.01), W_bar)  # same inputs: W* = W̄
+    lam = ridge(H, 0.01)
+    damped = corrected_target(W_bar, H, G, 0.01)
+    torch.testing.assert_close(dampened(H, 0.01) @ damped.T, (G + lam * torch.eye(6, dtype=H.dtype)) @ W_bar.T)
+
+
+def test_error_correction_collects_the_cross_gram_of_dense_and_pruned_inputs():
+    torch.manual_seed(0)
+    layer = nn.Linear(5, 3)
+    x_dense, x_pruned = torch.randn(7, 5), torch.randn(7, 5)
+    with GramCollector({"l": layer}, cross=True) as collector:
+        collector.batch()
+        collector.reference(lambda: layer(x_dense))
+        layer(x_pruned)
+    torch.testing.assert_close(collector.cross_gram("l"), (x_pruned.T @ x_dense).double() / 7)
+    torch.testing.assert_close(collector.gram("l"), (x_pruned.T @ x_pruned).double() / 7)

@@ -26,6 +26,7 @@ from ...core.writeback import write_weights_atomic
 from .blocks import capture, find_blocks, iterate_inputs, run_block, token_mask
 from .budget import Budget
 from .chita import chita
+from .damping import corrected_target
 from .error import relative_error
 from .gram_hooks import GramCollector, StopForward
 from .magnitude import magnitude
@@ -48,7 +49,7 @@ LAYERWISE_TARGETS = SUPPORTED
 def prune_layerwise(model, data, sparsity=None, *, method="chita", pattern=None, targets=LAYERWISE_TARGETS,
                     ignore=DEFAULT_IGNORE, dampening=0.01, budgets="uniform", owl_threshold=5.0, owl_lambda=0.08,
                     per_row=True, block_size=128, gram_dtype=torch.float64, solver_options=None,
-                    progress=False, mask=True):
+                    error_correction=False, progress=False, mask=True):
     """Prune ``model`` in place by layer-wise reconstruction on the calibration ``data``; returns a
     :class:`PruneReport` whose layers carry ``reconstruction_error`` (relative, on the calibration inputs).
 
@@ -77,6 +78,12 @@ def prune_layerwise(model, data, sparsity=None, *, method="chita", pattern=None,
         Precision of the ``XᵀX`` products (summed in float64).
     solver_options : dict, optional
         Extra keyword arguments of :func:`l0reg.solve_gram` (``max_iter``, ``swaps``, ...) for 'chita'.
+    error_correction : bool
+        Inside the repeated blocks, fit the dense model's outputs from the pruned model's inputs,
+        ``min ‖X_d W̄ᵀ − X_p Wᵀ‖²`` (``X_d``: the layer's inputs in the dense model, ``X_p``: in the model pruned
+        so far), instead of ``‖X_p (W̄ − W)ᵀ‖²``: the layer then also corrects the error of the blocks before
+        it.  Equivalently each method prunes ``W*`` of ``(H + λI) W*ᵀ = (G + λI) W̄ᵀ`` (``G = X_pᵀX_d / n``)
+        under ``H`` (:func:`~.damping.corrected_target`).
     progress : bool
         A tqdm bar over blocks.
     mask : bool
@@ -84,17 +91,18 @@ def prune_layerwise(model, data, sparsity=None, *, method="chita", pattern=None,
     """
     t_start = time.perf_counter()
     parsed, sparsity = _check_arguments(method, pattern, sparsity, budgets, dampening, per_row, block_size,
-                                        owl_threshold, owl_lambda)
+                                        owl_threshold, owl_lambda, error_correction)
     calibration = Calibration(data, "data")
     params = _select(model, targets, ignore, parsed)
     report = PruneReport(method=f"layerwise-{method}", target_sparsity=sparsity, settings=dict(
         method=method, pattern=str(parsed), dampening=dampening, budgets=budgets, per_row=per_row,
-        block_size=block_size, calibration_samples=calibration.n_samples, solver_options=solver_options))
+        block_size=block_size, calibration_samples=calibration.n_samples, solver_options=solver_options,
+        error_correction=error_correction))
     if budgets == "owl":
         report.settings.update(owl_threshold=owl_threshold, owl_lambda=owl_lambda)
     run = _Run(model, calibration, METHODS[method], dict(
         dampening=dampening, block_size=block_size, solver_options=solver_options),
-        method in _FACTORED, gram_dtype, report)
+        method in _FACTORED, gram_dtype, report, error_correction)
     snapshot = Snapshot(model, params)
     try:
         with eval_mode(model), _no_cache(model), torch.no_grad():
@@ -121,7 +129,7 @@ def prune_layerwise(model, data, sparsity=None, *, method="chita", pattern=None,
 
 
 def _check_arguments(method, pattern, sparsity, budgets, dampening, per_row, block_size, owl_threshold,
-                     owl_lambda):
+                     owl_lambda, error_correction):
     """``(Pattern, sparsity)`` after validating every scalar argument (``ValueError`` naming it)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
@@ -143,6 +151,8 @@ def _check_arguments(method, pattern, sparsity, budgets, dampening, per_row, blo
             raise ValueError(f"{name} must be a finite number >= {low}, got {value!r}")
     if not isinstance(per_row, bool):
         raise ValueError(f"per_row must be True or False, got {per_row!r}")
+    if not isinstance(error_correction, bool):
+        raise ValueError(f"error_correction must be True or False, got {error_correction!r}")
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size must be a positive int, got {block_size!r}")
     return parsed, float(sparsity)
@@ -218,9 +228,9 @@ def _no_cache(model):
 class _Run:
     """State of one call: the calibration inputs, the pruning of each layer and its report."""
 
-    def __init__(self, model, calibration, prune_rows, options, factored, gram_dtype, report):
+    def __init__(self, model, calibration, prune_rows, options, factored, gram_dtype, report, correction):
         self.model, self.calibration, self.prune_rows, self.options = model, calibration, prune_rows, options
-        self.factored, self.gram_dtype, self.report = factored, gram_dtype, report
+        self.factored, self.gram_dtype, self.report, self.correction = factored, gram_dtype, report, correction
         self.device = model_device(model)
         self.calls, self.keeps, self.layers = None, {}, {}
 
@@ -240,16 +250,24 @@ class _Run:
         return {pp.name: c.gram(pp.name) for pp in params}
 
     def blocks(self, groups, budget_of, progress):
-        """Prune the blocks in order, each on the outputs of the pruned blocks before it."""
+        """Prune the blocks in order, each on the outputs of the pruned blocks before it (and, with error
+        correction, towards the dense model's outputs, carried along as ``dense`` hidden states)."""
+        dense = list(self.calls) if self.correction else None
         for index, (block, layers) in enumerate(tqdm(groups, desc="blocks", disable=not progress)):
             if layers:
                 t0 = time.perf_counter()
-                with GramCollector({pp.name: pp.module for pp in layers}, dtype=self.gram_dtype) as collector:
-                    for call in self.calls:
+                with GramCollector({pp.name: pp.module for pp in layers}, dtype=self.gram_dtype,
+                                   cross=self.correction) as collector:
+                    for i, call in enumerate(self.calls):
                         collector.batch(call.token_mask)
+                        if dense is not None:
+                            reference = dense[i]
+                            dense[i] = reference.with_hidden(collector.reference(lambda: run_block(block, reference)))
                         run_block(block, call)
                 self.report.time_gradients += time.perf_counter() - t0
                 self._prune(layers, collector, budget_of)
+            elif dense is not None:
+                dense = [call.with_hidden(run_block(block, call)) for call in dense]
                 logger.info("block %d/%d: %d layers, relative errors %s", index + 1, len(groups), len(layers),
                             ", ".join(f"{self.layers[pp.name].reconstruction_error:.3g}" for pp in layers))
             if index + 1 < len(groups):
@@ -276,6 +294,8 @@ class _Run:
             if self.factored and owner not in factors:
                 factors[owner] = inverse_cholesky(H, self.options["dampening"])
             W_bar = rows(pp).to(torch.float64)
+            if collector.cross:
+                W_bar = corrected_target(W_bar, H, collector.cross_gram(pp.name), self.options["dampening"])
             W, keep = self.prune_rows(W_bar, H, budget_of[pp.name], factor=factors.get(owner), **self.options)
             install(pp, W.to(pp.parameter.dtype))
             self.keeps[pp.name] = keep
