@@ -90,8 +90,8 @@ def main(argv=None):
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--settings", nargs="+", default=["0.5", "0.7", "2:4"])
     parser.add_argument("--calib", type=int, default=256, help="calibration sentences")
-    parser.add_argument("--error-correction", action=argparse.BooleanOptionalAction, default=True,
-                        help="fit the dense model's outputs from the pruned inputs (default on)")
+    parser.add_argument("--error-correction", action=argparse.BooleanOptionalAction, default=False,
+                        help="fit the dense model's outputs from the pruned inputs (default off)")
     parser.add_argument("--eval", type=int, default=512, help="evaluation sentences")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
