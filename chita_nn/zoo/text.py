@@ -3,6 +3,8 @@
 ``pydoc_data/topics.py`` (the ``help()`` topics, English prose with code examples) ships with every Python,
 so it is real text that needs no download.
 """
+import re
+
 import torch
 
 
@@ -12,6 +14,30 @@ def python_docs():
 
     topics = pydoc_data.topics.topics
     return "\n\n".join(topics[key] for key in sorted(topics))
+
+
+def python_docs_sentences():
+    """``(first half, second half)`` of the English prose sentences of CPython's help topics (topics sorted by
+    name; code, tables and fragments left out; 8 to 60 words, duplicates removed): disjoint calibration and
+    evaluation sentences."""
+    import pydoc_data.topics
+
+    topics = pydoc_data.topics.topics
+    keys = sorted(topics)
+    halves = []
+    for part in (keys[:len(keys) // 2], keys[len(keys) // 2:]):
+        sentences = []
+        for key in part:
+            for paragraph in re.split(r"\n\s*\n", topics[key]):
+                if paragraph.startswith(("   ", ">>>")):  # code and tables
+                    continue
+                for sentence in re.split(r"(?<=[.!?])\s+", " ".join(paragraph.split())):
+                    words = sentence.split()
+                    if 8 <= len(words) <= 60 and sentence[0].isupper() and \
+                            sum(w.isalpha() for w in words) >= 0.7 * len(words):
+                        sentences.append(sentence)
+        halves.append(list(dict.fromkeys(sentences)))
+    return halves
 
 
 def token_segments(tokenizer, text, n_segments, length, *, skip=0):
