@@ -1,4 +1,6 @@
-"""The result object shared by every solver."""
+"""The result object shared by every solver, and the phase timer that fills its ``timings``."""
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,3 +49,13 @@ class SolveResult:
         return (f"SolveResult(k={self.support.size}, objective={self.objective:.6g}, "
                 f"n_iter={self.n_iter}, converged={self.converged}, certified={self.certified_optimal}, "
                 f"time={sum(self.timings.values()):.3g}s)")
+
+
+@contextmanager
+def timed(timings, phase):
+    """Add the wall time of the ``with`` block to ``timings[phase]`` (seconds)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start

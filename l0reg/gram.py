@@ -29,8 +29,6 @@ row ends above its start (with a layer budget: the layer's total).
 import logging
 import numbers
 import re
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +39,7 @@ from ._gram_local import exact_swaps_rows, local_search_rows
 from ._gram_refit import refit_rows
 from ._gram_starts import backward_rows
 from ._gram_supports import layer_counts, row_masks
+from ._result import timed
 from ._threads import blas_threads_for
 from ._validation import check_k, check_matrix, check_nonnegative, check_positive_int
 
@@ -117,15 +116,6 @@ class GramResult:
 def _one_blas_thread():
     """One BLAS thread while Numba threads call LAPACK row by row (no nested thread pools)."""
     return blas_threads_for(0)
-
-
-@contextmanager
-def _timed(timings, phase):
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start
 
 
 # --------------------------------------------------------------------------- validation
@@ -236,7 +226,7 @@ class _Rows:
 
     def refit(self, rows):
         """Refit the rows ``rows`` on their supports (exact or CG from their values); keeps improvements."""
-        with _timed(self.timings, "refit"):
+        with timed(self.timings, "refit"):
             W = self.W[rows]
             return self.offer(refit_rows(self.H, self.C[rows], self.Wbar[rows], self.lam, W != 0, start=W), rows)
 
@@ -251,7 +241,7 @@ class _Rows:
         """IHT from the current rows ``rows``; each row stops on its own criterion."""
         active = np.asarray(rows, dtype=np.int64)
         stable = np.zeros(self.W.shape[0], dtype=np.int64)
-        with _timed(self.timings, "iht"):
+        with timed(self.timings, "iht"):
             for step in range(1, max_iter + 1):
                 if active.size == 0:
                     break
@@ -290,7 +280,7 @@ class _Rows:
         """Move budget units between rows while a pair of rows gains (``_gram_budget``);
         returns the number of units moved."""
         moved = 0
-        with _timed(self.timings, "exchange"):
+        with timed(self.timings, "exchange"):
             for _ in range(_MAX_EXCHANGE_ROUNDS):
                 masks = self.W != 0
                 G = self.HD - self.E + self.lam * (self.W - self.Wbar)
@@ -317,7 +307,7 @@ class _Rows:
 
     def local_search(self, rows, max_swaps):
         """CD and swaps on ``rows``; returns the rows whose support changed (and improved)."""
-        with _timed(self.timings, "swap"):
+        with timed(self.timings, "swap"):
             W = self.W[rows].copy()
             D = W - self.Wbar[rows]
             G = self.HD[rows] - self.E[rows] + self.lam * D
@@ -381,7 +371,7 @@ def solve_gram(H, W_bar, k=None, *, C=None, lam=0.0, budget="row", projection=No
         ``objective`` is ``f_r(w) − f_r(w̄_r)`` for each row.
     """
     timings = {}
-    with _timed(timings, "validate"):
+    with timed(timings, "validate"):
         H64 = _check_gram(H)
         p = H64.shape[0]
         if not isinstance(W_bar, np.ndarray):
@@ -409,7 +399,7 @@ def solve_gram(H, W_bar, k=None, *, C=None, lam=0.0, budget="row", projection=No
             C64 = np.ascontiguousarray(_check_rows(C, (r, p), "C"), dtype=np.float64)
             E = C64 - WbarH
 
-    with _timed(timings, "start"):
+    with timed(timings, "start"):
         state, start = _start(H64, C64, Wbar, E, lam, ks, n, m, total, tol, timings, start)
     logger.debug("start: F = %.6g", state.F.sum())
     rows = np.arange(r)
@@ -429,12 +419,12 @@ def solve_gram(H, W_bar, k=None, *, C=None, lam=0.0, budget="row", projection=No
     small = swaps and r * float(p) ** 4 <= _EXTRA_START_FLOPS
     for _ in range(_MAX_ROUNDS):
         if small:
-            with _timed(timings, "extra_starts"):
+            with timed(timings, "extra_starts"):
                 state.extra_starts(_MAX_SWAPS)
         if total is None or not state.exchange_budget(max_swaps):
             break
 
-    with _timed(timings, "finalize"):
+    with timed(timings, "finalize"):
         coef = state.W.astype(Wbar_in.dtype)
         _, objective = state.evaluate(coef.astype(np.float64), slice(None))
         start_coef = start.astype(Wbar_in.dtype)

@@ -17,8 +17,6 @@ The phases work on the problem rescaled by powers of two (``_scaling``), so
 that neither the magnitude of A nor that of b matters.
 """
 import logging
-import time
-from contextlib import contextmanager
 from functools import partial
 
 import numpy as np
@@ -32,7 +30,7 @@ from ._iht import iht, jacobi_scale
 from ._linesearch import line_search
 from ._local_search import objective_from_residual, refit_support, swap_search
 from ._pattern_swaps import pattern_swap_search, swap_pass_cost
-from ._result import SolveResult
+from ._result import SolveResult, timed
 from ._safeguard import best_candidate, magnitude_refits
 from ._scaling import Scaling, exact_objective
 from ._threads import blas_threads_for
@@ -72,15 +70,6 @@ def objective(A, b, w, lam=0.0, w_bar=None):
     return scaling.objective(value)
 
 
-@contextmanager
-def _timed(timings, phase):
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start
-
-
 def _check_choice(value, name):
     if value not in ("auto", True, False):
         raise ValueError(f"{name} must be 'auto', True or False, got {value!r}")
@@ -103,7 +92,7 @@ class _Problem:
         self.value = objective_from_residual(self.r, w, self.w_bar, self.nlam)
 
     def run_iht(self, max_iter, patience):
-        with _timed(self.timings, "iht"):
+        with timed(self.timings, "iht"):
             self.w, self.r, self.value, steps, converged = iht(
                 self.design, self.projection, self.b, self.w, self.r, self.w_bar, self.nlam,
                 max_iter=max_iter, tol=self.tol, value=self.value, history=self.history,
@@ -115,7 +104,7 @@ class _Problem:
         """Exact values on the support of ``w``: ``(w, r, F)``."""
         if r is None:
             r = self.b - self.design.cols_matvec(np.flatnonzero(w), w[w != 0])
-        with _timed(self.timings, "backsolve"):
+        with timed(self.timings, "backsolve"):
             w, r = refit_support(self.design, self.b, w.copy(), r.copy(), self.w_bar, self.nlam,
                                  np.flatnonzero(w), tol=self.tol, budget=_BACKSOLVE_MAX_FLOPS)
         return w, r, objective_from_residual(r, w, self.w_bar, self.nlam)
@@ -129,7 +118,7 @@ class _Problem:
         """
         w, r, value = self._refitted(self.w, self.r)
         scale, inv_diag = jacobi_scale(self.design, self.nlam)
-        with _timed(self.timings, "iht"):
+        with timed(self.timings, "iht"):
             g, q = self.design.step_direction(r, w, self.w_bar, self.nlam, inv_diag)
             step_value = line_search(self.design, self.projection, r, w, g, self.w_bar, self.nlam, scale, q=q)[0]
         self.n_iter += 1
@@ -224,7 +213,7 @@ def _solve_active_set(full, design, projection, max_iter, backsolve, work_size, 
     W = projection.expand(W)
     converged = False
     while True:
-        with _timed(full.timings, "active_set"):
+        with timed(full.timings, "active_set"):
             sub = _Problem(design.subset(W), projection.restrict(W), full.b,
                            full.w_bar[W], full.nlam, full.tol, full.timings, [])
             sub.start(full.w[W].copy())
@@ -241,7 +230,7 @@ def _solve_active_set(full, design, projection, max_iter, backsolve, work_size, 
         if full.n_iter >= max_iter:
             break
         # One full step: if it still lowers F, its support tells where W falls short.
-        with _timed(full.timings, "iht"):
+        with timed(full.timings, "iht"):
             g, q = design.step_direction(full.r, full.w, full.w_bar, full.nlam, inv_diag)
             value, tau, support, r = line_search(design, projection, full.r, full.w, g, full.w_bar,
                                                  full.nlam, scale, q=q)
@@ -327,7 +316,7 @@ def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, s
     n, p = A.shape
 
     timings, history = {}, []
-    with _timed(timings, "init"):
+    with timed(timings, "init"):
         # Internally: F̂ on Â = A/s, b̂ = b/t (powers of two; see _scaling).
         design = Design(A, matrix_scale(A))
         scaling = Scaling(design, b, w_bar)
@@ -369,7 +358,7 @@ def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, s
         else:
             converged = problem.descend(max_iter, backsolve, rivals)
         if run_swaps:
-            with _timed(timings, "swap"):
+            with timed(timings, "swap"):
                 w, r, n_swaps = local_search(design, b64, problem.w, problem.r, w_bar64, nlam,
                                             max_swaps=_MAX_SWAPS, tol=tol)
             logger.debug("swap search: %d swaps", n_swaps)
@@ -380,7 +369,7 @@ def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, s
                 problem.descend(max(1, max_iter - problem.n_iter), backsolve)
         return problem, converged
 
-    with _timed(timings, "init"):
+    with timed(timings, "init"):
         # IHT starts from P(w0) in its own metric; P(w0) by plain magnitude
         # competes after the refits (each wins on some problems).
         start = _initial_point(projection, w0, jacobi_scale(design, nlam)[0])
@@ -393,7 +382,7 @@ def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, s
         # Small problem: the local search again from other starting supports
         # (it is a local search: on correlated designs the start matters).
         for name, make_start in _extra_starts(design, projection, b64, k, w_bar64, nlam):
-            with _timed(timings, name):
+            with timed(timings, name):
                 start = make_start()
             other, other_converged = local_solve(start, [start])
             if other.value < best.value:
@@ -402,10 +391,10 @@ def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, s
 
     candidates = [best.w]
     if enumerate_all:
-        with _timed(timings, "exhaustive"):
+        with timed(timings, "exhaustive"):
             candidates.append(ridge_on_support(
                 design, b64, _exhaustive.best_support(design, b64, w_bar64, nlam, k), w_bar64, nlam))
-    with _timed(timings, "finalize"):
+    with timed(timings, "finalize"):
         candidates += [np.zeros(p)] + starts
         if backsolve and backsolve_cost(n, k) <= n * p + _SMALL_PROBLEM_FLOPS:
             candidates += magnitude_refits(design, projection, b64, w_bar64, nlam, [w0, w_bar64])
