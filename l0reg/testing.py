@@ -44,8 +44,16 @@ class FuzzProblem:
                 f"w_bar={'yes' if self.w_bar is not None else 'no'} w_init={'yes' if self.w_init is not None else 'no'}")
 
 
-def _design(kind, n, p, rng):
-    """An n × p design of the given kind (float64)."""
+def design_matrix(kind, n, p, rng):
+    """An n × p design of the given kind (float64), drawn from ``rng``.
+
+    Gaussian rows ~ N(0, Σ) for ``"gaussian"`` (Σ = I), ``"toeplitz"`` (Σᵢⱼ = 0.9^|i−j|)
+    and ``"equicorrelated"`` (Σᵢⱼ = 0.8, i ≠ j); the other kinds are the fuzz's
+    hard cases (:data:`DESIGNS`). Shared with the enumeration tests.
+    """
+    if kind == "equicorrelated":
+        z = rng.standard_normal((n, p))
+        return math.sqrt(0.8) * rng.standard_normal((n, 1)) + math.sqrt(0.2) * z
     if kind == "toeplitz":
         idx = np.arange(p)
         return rng.standard_normal((n, p)) @ np.linalg.cholesky(0.9 ** np.abs(idx[:, None] - idx[None, :])).T
@@ -72,7 +80,7 @@ def fuzz_problem(seed):
     n, p = int(rng.integers(1, 31)), int(rng.integers(1, 31))
     k = int(rng.integers(0, p + 1)) if rng.random() < 0.2 else int(rng.integers(1, min(p, 5) + 1))
     kind = DESIGNS[int(rng.integers(len(DESIGNS)))]
-    A = _design(kind, n, p, rng)
+    A = design_matrix(kind, n, p, rng)
     w_true = np.zeros(p)
     w_true[rng.choice(p, size=max(k, 1), replace=False)] = rng.standard_normal(max(k, 1))
     b = A @ w_true + rng.uniform(0.0, 1.0) * rng.standard_normal(n)

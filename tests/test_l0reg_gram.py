@@ -6,31 +6,21 @@ ridge λ is the (A, b) problem ``A = X``, ``b = X w̄_r`` (or ``b_r``) with
 ``f_r(w) − f_r(w̄_r)`` is ``F_(A,b)(w) − F_(A,b)(w̄_r)``.
 """
 import itertools
-import math
 
 import numpy as np
 import pytest
 
 import l0reg
+from l0reg.testing import design_matrix
 
 RTOL = 1e-7
 REQUIRED_RATE = 0.95
 
 
-def _design(kind, n, p, rng):
-    z = rng.standard_normal((n, p))
-    if kind == "gaussian":
-        return z
-    if kind == "toeplitz":
-        idx = np.arange(p)
-        return z @ np.linalg.cholesky(0.9 ** np.abs(idx[:, None] - idx[None, :])).T
-    return math.sqrt(0.8) * rng.standard_normal((n, 1)) + math.sqrt(0.2) * z
-
-
 def _layer(kind, n, p, r, seed):
     """Inputs X and dense rows W̄ (some channels of X scaled up, as in language models)."""
     rng = np.random.default_rng(seed)
-    X = _design(kind, n, p, rng) * rng.lognormal(0.0, 1.0, size=p)
+    X = design_matrix(kind, n, p, rng) * rng.lognormal(0.0, 1.0, size=p)
     return X, rng.standard_normal((r, p))
 
 

@@ -4,7 +4,6 @@ F(w) = ½‖b − A w‖² + (nλ/2)‖w − w̄‖²  subject to  ‖w‖₀ �
 """
 import itertools
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from hypothesis import strategies as st
 
 import l0reg
 from l0reg._brute_force import brute_force, solve_on_support
+from l0reg.testing import FuzzProblem, design_matrix
 
 DESIGNS = ("gaussian", "toeplitz", "equicorrelated")
 # (n, p): p <= 16 keeps C(p, 5) <= 4368 supports per enumeration.
@@ -39,21 +39,10 @@ def _top_k(v, k):
     return out
 
 
-def _design(kind, n, p, rng):
-    """Rows ~ N(0, Σ): Σ = I, Σᵢⱼ = 0.9^|i−j| (Toeplitz) or Σᵢⱼ = 0.8 (i ≠ j)."""
-    z = rng.standard_normal((n, p))
-    if kind == "gaussian":
-        return z
-    if kind == "toeplitz":
-        idx = np.arange(p)
-        return z @ np.linalg.cholesky(0.9 ** np.abs(idx[:, None] - idx[None, :])).T
-    return math.sqrt(0.8) * rng.standard_normal((n, 1)) + math.sqrt(0.2) * z
-
-
 def make_instance(n, p, k, design, lam, w_bar_kind, snr, seed):
     """``b = A w* + σ ε`` with k Gaussian nonzeros in w* and ``Var(A w*)/σ² = snr``."""
     rng = np.random.default_rng(seed)
-    A = _design(design, n, p, rng)
+    A = design_matrix(design, n, p, rng)
     w_true = np.zeros(p)
     w_true[rng.choice(p, size=k, replace=False)] = rng.standard_normal(k)
     signal = A @ w_true
@@ -155,17 +144,6 @@ def test_brute_force_k_zero_and_limits(rng):
 
 
 # ---------------------------------------------------------------------------- properties
-@dataclass
-class Problem:
-    A: np.ndarray
-    b: np.ndarray
-    k: int
-    lam: float
-    w_bar: object
-    w_init: object
-    columns: str
-
-
 @st.composite
 def problems(draw, dtypes=(np.float64, np.float32)):
     n = draw(st.integers(1, 30))
@@ -176,7 +154,8 @@ def problems(draw, dtypes=(np.float64, np.float32)):
     order = draw(st.sampled_from("CF"))
     columns = draw(st.sampled_from(["gaussian", "duplicated", "zero", "scaled"]))
     with_w_bar, with_w_init = draw(st.booleans()), draw(st.booleans())
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
     A = rng.standard_normal((n, p))
     if columns == "duplicated":
         A[:, -1] = A[:, 0]
@@ -186,9 +165,9 @@ def problems(draw, dtypes=(np.float64, np.float32)):
         A *= 10.0 ** rng.uniform(-2, 2, size=p)
     w_true = _top_k(rng.standard_normal(p), max(k, 1))
     b = A @ w_true + rng.standard_normal(n)
-    return Problem(A=np.asarray(A, dtype=dtype, order=order), b=b.astype(dtype), k=k, lam=lam,
-                   w_bar=rng.standard_normal(p) if with_w_bar else None,
-                   w_init=rng.standard_normal(p) if with_w_init else None, columns=columns)
+    return FuzzProblem(A=np.asarray(A, dtype=dtype, order=order), b=b.astype(dtype), k=k, lam=lam,
+                       w_bar=rng.standard_normal(p) if with_w_bar else None,
+                       w_init=rng.standard_normal(p) if with_w_init else None, design=columns, seed=seed)
 
 
 def _readonly(x):
@@ -263,7 +242,7 @@ def test_memory_order_does_not_change_the_result(problem):
                            w_bar=problem.w_bar, w_init=problem.w_init)
     start_value = _objective64(problem.A, problem.b, np.zeros(problem.A.shape[1]), problem.lam, problem.w_bar)
     assert c_result.objective == pytest.approx(f_result.objective, rel=1e-9, abs=_tolerance(problem, start_value))
-    if problem.columns in ("gaussian", "scaled") and problem.A.shape[0] > problem.A.shape[1]:
+    if problem.design in ("gaussian", "scaled") and problem.A.shape[0] > problem.A.shape[1]:
         # Full column rank: no two supports tie exactly, so the solution itself must agree
         # (with rank deficiency, e.g. n < k, many supports reach F = 0 and either is right).
         np.testing.assert_array_equal(c_result.support, f_result.support)

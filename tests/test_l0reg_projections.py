@@ -16,6 +16,7 @@ from l0reg import NM, Groups, TopK, projection_mask, solve_on_support
 from l0reg._design import Design
 from l0reg._iht import iht
 from l0reg._local_search import objective_from_residual
+from l0reg.testing import design_matrix
 
 REQUIRED_RATE = 0.95
 GLOBAL_RTOL = 1e-6
@@ -34,21 +35,11 @@ DESIGNS = ("gaussian", "toeplitz", "equicorrelated")
 GRID = list(itertools.product(range(len(PATTERNS)), DESIGNS, (0.0, 0.05), ("zero", "random"), (0, 1)))
 
 
-def _design(kind, n, p, rng):
-    z = rng.standard_normal((n, p))
-    if kind == "gaussian":
-        return z
-    if kind == "toeplitz":
-        idx = np.arange(p)
-        return z @ np.linalg.cholesky(0.9 ** np.abs(idx[:, None] - idx[None, :])).T
-    return np.sqrt(0.8) * rng.standard_normal((n, 1)) + np.sqrt(0.2) * z
-
-
 def _instance(pattern, design, lam, w_bar_kind, seed):
     _, projection, p = PATTERNS[pattern]
     rng = np.random.default_rng(1000 * pattern + seed + 17 * DESIGNS.index(design))
     n = 15 if seed == 0 else 40
-    A = _design(design, n, p, rng)
+    A = design_matrix(design, n, p, rng)
     w_true = rng.standard_normal(p) * (rng.random(p) < 0.5)
     b = A @ w_true + 0.5 * rng.standard_normal(n)
     w_bar = None if w_bar_kind == "zero" else rng.standard_normal(p)
