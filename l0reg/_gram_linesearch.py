@@ -86,6 +86,19 @@ def _minimize(mask, w, wbar, e, delta, hd, hv, lam):
     return tau, val - tau * slope + 0.5 * tau * tau * curv
 
 
+@njit(cache=True, fastmath=True)
+def _keep_best(mask, w, wbar, e, delta, hd, hv, lam, best_tau, best_val, best_mask, best_hd, best_hv):
+    """Minimise along the current support S; if that beats ``best_val``, copy S and its
+    products into ``best_*``. Returns ``(best_tau, best_val, improved)``."""
+    tau, val = _minimize(mask, w, wbar, e, delta, hd, hv, lam)
+    if val < best_val:
+        best_mask[:] = mask
+        best_hd[:] = hd
+        best_hv[:] = hv
+        return tau, val, True
+    return best_tau, best_val, False
+
+
 @njit(cache=True)
 def _topk_events(x, y, mask0, max_events):
     """Breakpoints of the top-k path from S₀ (``_kernels.topk_path_events``)."""
@@ -174,12 +187,8 @@ def _row_search(H, w, wbar, e, delta, scale, hd0, hv0, mask0, k, n, m, lam,
         i, j = leaving[t], entering[t]
         _toggle(H, i, w[i], delta[i], False, mask, hd, hv)
         _toggle(H, j, w[j], delta[j], True, mask, hd, hv)
-        tau, val = _minimize(mask, w, wbar, e, delta, hd, hv, lam)
-        if val < best_val:
-            best_tau, best_val = tau, val
-            best_mask[:] = mask
-            best_hd[:] = hd
-            best_hv[:] = hv
+        best_tau, best_val, _ = _keep_best(mask, w, wbar, e, delta, hd, hv, lam, best_tau, best_val,
+                                           best_mask, best_hd, best_hv)
     last = taus[-1] if taus.shape[0] else 0.0
     anchor = max(best_tau, last, 1e-300)
     target = np.empty(p, dtype=np.bool_)
@@ -194,12 +203,9 @@ def _row_search(H, w, wbar, e, delta, scale, hd0, hv0, mask0, k, n, m, lam,
         for j in range(p):
             if target[j] and not mask[j]:
                 _toggle(H, j, w[j], delta[j], True, mask, hd, hv)
-        tau, val = _minimize(mask, w, wbar, e, delta, hd, hv, lam)
-        if val < best_val:
-            best_tau, best_val = tau, val
-            best_mask[:] = mask
-            best_hd[:] = hd
-            best_hv[:] = hv
+        best_tau, best_val, improved = _keep_best(mask, w, wbar, e, delta, hd, hv, lam, best_tau, best_val,
+                                                  best_mask, best_hd, best_hv)
+        if improved:
             worse = 0
         else:
             worse += 1
