@@ -38,3 +38,23 @@ def test_pruned_llama_round_trips_through_save_pretrained(tmp_path):
     assert bool(((weight.reshape(-1, 4) != 0).sum(dim=1) <= 2).all())
     with torch.no_grad():
         torch.testing.assert_close(reloaded(input_ids=ids).logits, expected)
+
+
+def test_cli_prunes_an_hf_folder_layer_by_layer(tmp_path, monkeypatch):
+    from chita_nn.cli import main
+
+    _tiny_llama().save_pretrained(tmp_path / "tiny")
+    (tmp_path / "calib.py").write_text(
+        "import torch\n"
+        "def batches():\n"
+        "    g = torch.Generator().manual_seed(0)\n"
+        "    return [{'input_ids': torch.randint(0, 64, (4, 9), generator=g)} for _ in range(3)]\n")
+    monkeypatch.chdir(tmp_path)
+    code = main(["prune", "--model", f"hf:{tmp_path / 'tiny'}", "--data", "calib:batches", "--method",
+                 "chita-layerwise", "--pattern", "2:4", "--out", str(tmp_path / "out"), "--no-progress"])
+    assert code == 0
+    reloaded = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "out" / "model")
+    weight = reloaded.model.layers[1].mlp.down_proj.weight
+    assert bool(((weight.reshape(-1, 4) != 0).sum(dim=1) <= 2).all())
+    assert (reloaded.lm_head.weight != 0).all()  # ignored by default
+    assert (tmp_path / "out" / "report.json").exists()

@@ -134,6 +134,8 @@ def _custom_problem(args):
             loss = losses.causal_lm() if causal else losses.distillation("cosine")
         if args.data is not None:
             calibration = call_factory(args.data, "--data")
+        elif tokenizer is None:
+            raise UsageError(f"{args.model} has no tokenizer: give the calibration batches with --data module:callable")
         else:
             if args.calibration == "python-docs":
                 text = python_docs()
@@ -162,7 +164,7 @@ def _cmd_prune_custom(args):
     report = prune(model, calibration, args.sparsity, progress=args.progress, **options)
     print(report)
     os.makedirs(args.out, exist_ok=True)
-    if tokenizer is not None:
+    if args.model.startswith("hf:"):
         from ..zoo.hf import save_pretrained
 
         saved = save_pretrained(model, os.path.join(args.out, PRUNED_HF), tokenizer)

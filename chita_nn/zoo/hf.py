@@ -41,7 +41,7 @@ def packaged_model_path(name):
 
 
 def load_hf(path, *, causal_lm=None):
-    """``(model, tokenizer)`` from a local folder, a ``.gguf`` file (dequantised to float32) or a packaged
+    """``(model, tokenizer)`` (``tokenizer`` None if the folder has none) from a local folder, a ``.gguf`` file (dequantised to float32) or a packaged
     name (:func:`packaged_model_path`).  ``causal_lm``: load with ``AutoModelForCausalLM`` (default: for GGUF
     files and folders whose config names a ``...ForCausalLM`` architecture) or ``AutoModel``."""
     transformers = _require("transformers")
@@ -59,8 +59,12 @@ def load_hf(path, *, causal_lm=None):
         config = transformers.AutoConfig.from_pretrained(folder)
         causal_lm = any(a.endswith("ForCausalLM") for a in (config.architectures or []))
     auto = transformers.AutoModelForCausalLM if causal_lm else transformers.AutoModel
-    model = auto.from_pretrained(folder, torch_dtype="float32", **kwargs).eval()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **kwargs)
+    model = auto.from_pretrained(folder, dtype="float32", **kwargs).eval()
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **kwargs)
+    except (OSError, ValueError) as exc:  # a folder with weights only: the caller brings tokenised data
+        logger.info("no tokenizer in %s (%s)", path, exc)
+        tokenizer = None
     logger.info("loaded %s (%s) from %s", type(model).__name__, f"{model.num_parameters():,} parameters", path)
     return model, tokenizer
 
