@@ -150,17 +150,14 @@ class Calibration:
         samples each, every chunk taken from one user batch; ``chunk`` must divide into the groups the caller
         needs (it is respected exactly except at the end of a user batch)."""
         index = torch.as_tensor(index, dtype=torch.long)
-        starts = torch.tensor(self.starts)
-        owner = torch.bucketize(index, starts[1:], right=True)
-        pos = 0
-        while pos < len(index):
-            b = int(owner[pos])
-            run = pos + 1
-            while run < len(index) and run - pos < chunk and int(owner[run]) == b:
-                run += 1
-            local = index[pos:run] - self.starts[b]
-            yield take(self.batches[b], local)
-            pos = run
+        owner = np.searchsorted(self.starts[1:], index.numpy(), side="right")
+        runs = np.split(np.arange(len(index)), np.flatnonzero(np.diff(owner)) + 1)  # same owner, in order
+        for run in runs:
+            if run.size == 0:
+                continue
+            b = int(owner[run[0]])
+            for lo in range(0, run.size, chunk):
+                yield take(self.batches[b], index[run[lo]:run[lo] + min(chunk, run.size - lo)] - self.starts[b])
 
     def rows(self, n_rows, m, seed=None):
         """Sample indices for ``n_rows`` rows of ``m`` samples, each row inside one user batch.
