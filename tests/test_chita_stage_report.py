@@ -65,9 +65,11 @@ def test_run_that_only_kept_magnitude_warns_once(digits, monkeypatch, caplog):
         return solution
 
     monkeypatch.setattr(oneshot, "solve_blocks", worst)
-    with caplog.at_level(logging.WARNING, logger="chita_nn.methods.oneshot"):
+    with caplog.at_level(logging.WARNING, logger="chita_nn.methods.safeguard"):
         report = prune(copy.deepcopy(digits[0]), digits[1], 0.9, method="chita++", n_stages=2, hold_stages=0,
                        **FAST)
     assert all(stage.kept == "magnitude" for stage in report.stages)
     messages = [r.getMessage() for r in caplog.records if "magnitude" in r.getMessage()]
-    assert messages == ["every stage (2) kept the magnitude solution: this run's result is magnitude pruning"]
+    assert len(messages) == 1 and "every stage (2) kept the magnitude solution" in messages[0]
+    assert report.fallbacks == 2 and "result is magnitude pruning" in report.fallback_summary
+    assert "WARNING magnitude fallback" in str(report) and report.to_dict()["fallbacks"] == 2

@@ -74,6 +74,21 @@ class PruneReport:
         return 1.0 - self.nonzeros / self.numel if self.numel else 0.0
 
     @property
+    def fallbacks(self):
+        """Stages that kept the magnitude solution (the safeguard of :mod:`chita_nn.methods.safeguard`)."""
+        return sum(1 for stage in self.stages if stage.kept == "magnitude")
+
+    @property
+    def fallback_summary(self):
+        """One line on the magnitude fallbacks, or "" when there were none."""
+        if not self.fallbacks:
+            return ""
+        if self.fallbacks == len(self.stages):
+            return (f"magnitude fallback: every stage ({self.fallbacks}) kept the magnitude solution: "
+                    f"the result is magnitude pruning")
+        return f"magnitude fallback: {self.fallbacks} of {len(self.stages)} stages kept the magnitude solution"
+
+    @property
     def objective_start(self):
         """Quadratic objective of magnitude pruning in the first stage (nan for MP)."""
         return self.stages[0].objective_start if self.stages else float("nan")
@@ -88,7 +103,7 @@ class PruneReport:
         for layer, d in zip(self.layers, out["layers"]):
             d["shape"] = list(layer.shape)
             d["sparsity"] = layer.sparsity
-        out.update(sparsity=self.sparsity, numel=self.numel, nonzeros=self.nonzeros,
+        out.update(sparsity=self.sparsity, numel=self.numel, nonzeros=self.nonzeros, fallbacks=self.fallbacks,
                    objective_start=self.objective_start, objective_final=self.objective_final)
         return out
 
@@ -113,6 +128,8 @@ class PruneReport:
                              f"{st.objective_refit:>12.5g} {st.objective:>12.5g} {st.overlap:>7.3f} "
                              f"{st.kept:>9} {st.train_loss:>10.4g} {st.time_gradients:>7.2f} "
                              f"{st.time_solve:>7.2f}")
+        if self.fallbacks:
+            lines.append(f"  WARNING {self.fallback_summary}")
         lines.append(f"  time: gradients {self.time_gradients:.2f}s, solve {self.time_solve:.2f}s, "
                      f"total {self.time_total:.2f}s")
         return "\n".join(lines)

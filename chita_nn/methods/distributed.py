@@ -16,7 +16,6 @@ import time
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from ..core.batches import as_tensors
 from ..core.params import DEFAULT_IGNORE, DEFAULT_TARGETS, ParamLayout, select_parameters

@@ -25,24 +25,22 @@ import numbers
 import time
 
 import numpy as np
-import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 import l0reg
 
-from ..core.batches import Calibration, to_device
-from ..core.batches import batch_size as samples_in
+from ..core.batches import Calibration
 from ..core.fisher import empirical_fisher
-from ..core.losses import as_loss, check_losses
+from ..core.losses import as_loss
 from ..core.params import DEFAULT_IGNORE, DEFAULT_TARGETS, ParamLayout, select_parameters
 from ..core.patterns import Pattern, pattern_keep, row_length
 from ..core.report import LayerReport, PruneReport, StageReport
-from ..core.runtime import eval_mode, model_device
 from ..core.writeback import recompute_batchnorm as _recompute_batchnorm
 from ..core.writeback import strip_reparametrization, write_weights, write_weights_atomic
 from .blocks import (SCORES, allocate_budgets, gradient_weight, layer_budgets, make_blocks, rhs, screening_scores,
                      solve_blocks)
+from .safeguard import LossProbe, report_fallbacks, step_search
 from .schedules import SCHEDULES, sparsity_schedule
 
 logger = logging.getLogger(__name__)
@@ -158,28 +156,6 @@ def magnitude_prune(model, sparsity=None, *, scope="global", pattern=None, targe
     report = PruneReport("magnitude", sparsity, settings={"scope": scope, "pattern": str(pattern)})
     return _finish(model, params, layout, w, keep, pattern=pattern, mask=mask, report=report,
                    recompute_batchnorm=recompute_batchnorm, t_start=t_start)
-
-
-class _LossProbe:
-    """Mean loss of the working model on a fixed random subset of the data, for the per-stage line search."""
-
-    def __init__(self, model, calibration, n, loss, seed):
-        generator = torch.Generator().manual_seed(seed + 7919)
-        self.index = torch.randperm(calibration.n_samples, generator=generator)[:n].sort().values
-        self.calibration, self.model, self.loss = calibration, model, loss
-
-    @torch.no_grad()
-    def __call__(self, batch_size=1000):
-        device = model_device(self.model)
-        total, count = 0.0, 0
-        with eval_mode(self.model):
-            for batch in self.calibration.samples(self.index, batch_size):
-                n = samples_in(batch)
-                losses = self.loss(self.model, to_device(batch, device))
-                per_sample = check_losses(losses, n)
-                total += losses.double().sum().item() if per_sample else losses.item() * n
-                count += n
-        return total / count
 
 
 def _stage_constraint(pattern, s_t, sparsity, scope, blocks, slices, shapes, scores):
@@ -334,11 +310,15 @@ def prune(model, data, sparsity=None, *, method="chita++", pattern=None, loss_fn
         blocks = [(0, p, 0)]
     else:
         blocks = make_blocks(slices, None if block_size in (None, "layer") else block_size, align=align)
-    probe = _LossProbe(work, calibration, min(calibration.n_samples, loss_samples), loss, seed) if steps else None
+    probe = LossProbe(work, calibration, min(calibration.n_samples, loss_samples), loss, seed) if steps else None
     report = PruneReport(method, sparsity, settings=dict(
         n_rows=n_rows, samples_per_row=samples_per_row, lam=lam, gradient_term=gradient_term,
         n_stages=len(stages), hold_stages=hold_stages, schedule=schedule, scope=scope, block_size=block_size,
         score=score, line_search=list(steps), seed=seed, pattern=str(pattern), loss=loss.description))
+
+    def put(vec, support):
+        write_weights(work_params, work_layout.split(vec), work_layout.split(support), mask=False)
+
     A = None
     for t, s_t in enumerate(tqdm(stages, desc=f"{method} stages", disable=not progress, leave=False)):
         t0 = time.perf_counter()
@@ -366,54 +346,14 @@ def prune(model, data, sparsity=None, *, method="chita++", pattern=None, loss_fn
                             l0reg.objective(A, b, w_star, lam=lam, w_bar=w),
                             time_gradients=t_grad, time_solve=t_solve, objective_refit=refit,
                             overlap=float((keep & keep_mp).sum() / max(1, keep_mp.sum())))
-        w, keep = _line_search(work_params, work_layout, probe, w, w_star, keep, (w_mp, keep_mp), steps, stage)
+        w, keep = step_search(put, probe, w, w_star, keep, (w_mp, keep_mp), steps, stage)
         report.stages.append(stage)
         report.time_gradients += t_grad
         report.time_solve += t_solve
         logger.info("stage %d/%d: sparsity %.4f objective %.6g -> %.6g step %.2f loss %.4g",
                     t + 1, len(stages), s_t, stage.objective_start, stage.objective, stage.step,
                     stage.train_loss)
-    fallbacks = sum(1 for stage in report.stages if np.isnan(stage.step))
-    if fallbacks == len(report.stages):
-        logger.warning("every stage (%d) kept the magnitude solution: this run's result is magnitude pruning",
-                       fallbacks)
-    elif fallbacks:
-        logger.warning("%d of %d stages kept the magnitude solution (the quadratic model's step raised the loss)",
-                       fallbacks, len(report.stages))
+    report_fallbacks(report)
     return _finish(model, params, layout, w, keep, pattern=pattern, mask=mask, report=report,
                    recompute_batchnorm=recompute_batchnorm, t_start=t_start)
 
-
-def _line_search(work_params, work_layout, probe, w_bar, w_star, keep, magnitude, steps, stage):
-    """Pick the stage's weights by loss and write them into the work model; returns ``(w, keep)``.
-
-    Candidates: ``w(α) = P_S(w̄) + α (w* − P_S(w̄))`` for ``α`` in ``steps`` (a trust region on the
-    quadratic model), and the magnitude solution ``magnitude = (w_mp, keep_mp)`` as a safeguard for when
-    the quadratic model is not trustworthy (``stage.step`` is then nan).  Every candidate has the support of
-    a solver result or of magnitude pruning under the same pattern.  Without ``steps``, ``w*`` is taken as is.
-    """
-    def put(vec, support):
-        write_weights(work_params, work_layout.split(vec), work_layout.split(support), mask=False)
-
-    if not steps:
-        stage.kept = "solver"
-        put(w_star, keep)
-        return w_star, keep
-    w_base = w_bar * keep
-    candidates = [(alpha, w_base + alpha * (w_star - w_base), keep) for alpha in steps]
-    candidates.append((float("nan"), *magnitude))
-    best = None
-    for alpha, vec, support in candidates:
-        put(vec, support)
-        loss = probe()
-        if not np.isfinite(loss):
-            continue
-        if best is None or loss < best[0]:
-            best = (loss, alpha, vec, support)
-    if best is None:
-        raise ValueError("the loss is not finite (NaN or inf) at every candidate of the step search; "
-                         "model unchanged")
-    stage.train_loss, stage.step, w, keep = best
-    stage.kept = "magnitude" if np.isnan(stage.step) else f"α={stage.step:g}"
-    put(w, keep)
-    return w, keep
