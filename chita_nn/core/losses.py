@@ -9,10 +9,15 @@ or one scalar (the batch mean; each Fisher row is then the gradient of one mini-
 - ``fn(output, target)`` (the classic form: the batch is split into inputs and target, see
   :func:`chita_nn.core.batches.split`).
 
-A loss may have a separate Fisher form ``rows(model, batch)``: the distillation losses are zero with zero
-gradient at the dense model, so their Fisher rows are random projections of the output Jacobian
-(``∇_w ⟨f_s(w), z_s⟩``, ``z_s ~ N(0, I)``, whose second moment is the Gauss–Newton matrix ``J_sᵀJ_s``) plus
-the loss gradient.
+A loss may have a separate Fisher form ``rows(model, batch)``, used for the rows of ``A`` while the loss
+itself judges the step search:
+
+- the distillation losses are zero with zero gradient at the dense model, so their rows are
+  ``∇_w ⟨f_s(w), z_s⟩`` plus the loss gradient, with ``z_s`` Gaussian of covariance ``∇²d`` (the Hessian of
+  the distance at ``f_s = t_s``): the gradient of the distance to the dense output *plus Gaussian noise* of
+  that covariance, whose second moment is the Gauss–Newton matrix ``J_sᵀ ∇²d J_s``;
+- ``cross_entropy(fisher="true")`` and ``causal_lm(fisher="true")`` draw the targets of the rows from the
+  model's own prediction (the true Fisher, :class:`SampledFisher`).
 """
 import copy
 import inspect
@@ -108,31 +113,93 @@ def _output_target_loss(fn, description):
     return Loss(loss, description)
 
 
-def cross_entropy():
-    """Cross-entropy of a classifier's logits against integer targets (per sample)."""
-    return _output_target_loss(cross_entropy_output, "cross-entropy")
+FISHERS = ("empirical", "true")
 
 
-def causal_lm():
+class SampledFisher(Loss):
+    """A cross-entropy loss whose Fisher rows use targets drawn from the model's own prediction.
+
+    Row ``s`` is ``∇_w ℓ(f_s(w), ŷ_s)`` with ``ŷ_s ~ softmax(f_s(w))`` (one draw per sample or token): its
+    second moment is the true Fisher information ``E_ŷ[∇ℓ ∇ℓᵀ] = J_sᵀ(diag(π_s) − π_sπ_sᵀ)J_s``, the
+    Gauss–Newton matrix of the cross-entropy, which does not vanish where the training loss does, unlike the
+    empirical Fisher's ``∇ℓ(f_s, y_s)``.  The loss itself (the step search) stays the one against ``y``.
+    ``logits(model, batch)`` returns ``(logits (B, T, C), keep (B, T) bool)``.
+    """
+
+    def __init__(self, base, logits, seed=0):
+        super().__init__(base.fn, f"{base.description}, true Fisher (sampled targets)")
+        self.logits, self.seed = logits, seed
+        self._generator = None
+
+    def rows(self, model, batch):
+        logits, keep = self.logits(model, batch)
+        if self._generator is None:
+            self._generator = torch.Generator().manual_seed(self.seed)
+        flat = logits.flatten(0, -2)
+        with torch.no_grad():
+            probs = torch.softmax(flat.detach().double().cpu(), dim=-1)
+            drawn = torch.multinomial(probs, 1, generator=self._generator).squeeze(1).to(flat.device)
+        per_token = F.cross_entropy(flat, drawn, reduction="none").reshape(keep.shape)
+        return _mean_over_tokens(per_token, keep)
+
+
+def _with_fisher(base, logits, fisher, seed):
+    if fisher not in FISHERS:
+        raise ValueError(f"fisher must be one of {FISHERS}, got {fisher!r}")
+    return base if fisher == "empirical" else SampledFisher(base, logits, seed)
+
+
+def _classifier_logits(model, batch):
+    """``(logits (B, T, C), keep)`` of a classifier (T = 1) or a token classifier (targets ≠ ignore index)."""
+    inputs, target = split(batch)
+    logits = output_tensor(forward(model, inputs))
+    if logits.dim() == 2:
+        return logits.unsqueeze(1), torch.ones(len(logits), 1, dtype=torch.bool, device=logits.device)
+    keep = (torch.ones(logits.shape[:-1], dtype=torch.bool) if target is None else target != IGNORE_INDEX)
+    return logits.reshape(len(logits), -1, logits.shape[-1]), keep.reshape(len(logits), -1).to(logits.device)
+
+
+def cross_entropy(fisher="empirical", seed=0):
+    """Cross-entropy of a classifier's logits against integer targets (per sample).
+
+    ``fisher="true"``: the Fisher rows use targets sampled from the model's prediction (see
+    :class:`SampledFisher`; for a model that fits its calibration data almost exactly).
+    """
+    return _with_fisher(_output_target_loss(cross_entropy_output, "cross-entropy"), _classifier_logits,
+                        fisher, seed)
+
+
+def _causal_logits(model, batch):
+    """``(logits at 0..T-2, next tokens, keep)`` of a causal language model on a dict batch."""
+    if not isinstance(batch, Mapping) or "input_ids" not in batch:
+        raise ValueError("loss_fn: causal_lm needs dict batches with 'input_ids' (and optionally "
+                         "'attention_mask' and 'labels')")
+    inputs, labels = split(batch)
+    labels = inputs["input_ids"] if labels is None else labels
+    logits = output_tensor(forward(model, inputs))
+    shifted = labels[:, 1:].to(logits.device).long()
+    keep = shifted != IGNORE_INDEX
+    if "attention_mask" in inputs:
+        keep &= inputs["attention_mask"][:, 1:].to(logits.device).bool()
+    if not keep.any():
+        raise ValueError("loss_fn: causal_lm found no token to predict (all padding or ignore index)")
+    return logits[:, :-1], shifted, keep
+
+
+def causal_lm(fisher="empirical", seed=0):
     """Next-token loss of a causal language model, per sequence: the logits at ``t`` predict token ``t + 1``
-    of ``labels`` (default: ``input_ids``); padding (``attention_mask == 0``) and the ignore index are left out."""
+    of ``labels`` (default: ``input_ids``); padding (``attention_mask == 0``) and the ignore index are left out.
+    ``fisher="true"``: Fisher rows from next tokens sampled from the model (:class:`SampledFisher`)."""
     def loss(model, batch):
-        if not isinstance(batch, Mapping) or "input_ids" not in batch:
-            raise ValueError("loss_fn: causal_lm needs dict batches with 'input_ids' (and optionally "
-                             "'attention_mask' and 'labels')")
-        inputs, labels = split(batch)
-        labels = inputs["input_ids"] if labels is None else labels
-        logits = output_tensor(forward(model, inputs))
-        shifted = labels[:, 1:].to(logits.device).long()
-        keep = shifted != IGNORE_INDEX
-        if "attention_mask" in inputs:
-            keep &= inputs["attention_mask"][:, 1:].to(logits.device).bool()
-        if not keep.any():
-            raise ValueError("loss_fn: causal_lm found no token to predict (all padding or ignore index)")
-        per_token = F.cross_entropy(logits[:, :-1].flatten(0, 1), shifted.clamp_min(0).reshape(-1),
+        logits, shifted, keep = _causal_logits(model, batch)
+        per_token = F.cross_entropy(logits.flatten(0, 1), shifted.clamp_min(0).reshape(-1),
                                     reduction="none").reshape(shifted.shape)
         return _mean_over_tokens(per_token, keep)
-    return Loss(loss, "causal-lm next-token cross-entropy")
+
+    def logits(model, batch):
+        out, _, keep = _causal_logits(model, batch)
+        return out, keep
+    return _with_fisher(Loss(loss, "causal-lm next-token cross-entropy"), logits, fisher, seed)
 
 
 class Distillation(Loss):
@@ -165,34 +232,88 @@ class Distillation(Loss):
             target = output_tensor(forward(self.teacher, inputs), self.output)
         return student.reshape(len(student), -1), target.reshape(len(target), -1).to(student)
 
-    def _distance(self, student, target):
-        if self.kind == "mse":
-            return ((student - target) ** 2).mean(dim=1)
-        return 1.0 - F.cosine_similarity(student, target, dim=1)
-
     def _value(self, model, batch):
-        return self._distance(*self._outputs(model, batch))
+        return _distance(*self._outputs(model, batch), self.kind)
 
     def rows(self, model, batch):
-        """``⟨f_s, z_s⟩ + d(f_s, t_s)``: gradient rows with second moment ≈ Gauss–Newton + gradient outer
-        product (``z_s`` scaled so that its covariance is the Hessian of ``d`` at ``f_s = t_s``)."""
-        student, target = self._outputs(model, batch)
+        """``⟨f_s, z_s⟩ + d(f_s, t_s)``: see :func:`gauss_newton_rows`."""
         if self._generator is None:
             self._generator = torch.Generator().manual_seed(self.seed)
-        z = torch.randn(student.shape, generator=self._generator).to(student)
-        dim = student.shape[1]
-        if self.kind == "mse":
-            z = z * (2.0 / dim) ** 0.5
-        else:
-            norm = target.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            unit = target / norm
-            z = (z - (z * unit).sum(dim=1, keepdim=True) * unit) / norm
-        return (student * z).sum(dim=1) + self._distance(student, target)
+        return gauss_newton_rows(*self._outputs(model, batch), self.kind, self._generator)
+
+
+def _distance(student, target, kind):
+    if kind == "mse":
+        return ((student - target) ** 2).mean(dim=1)
+    return 1.0 - F.cosine_similarity(student, target, dim=1)
+
+
+def gauss_newton_rows(student, target, kind, generator):
+    """``⟨f_s, z_s⟩ + d(f_s, t_s)`` per sample, ``z_s ~ N(0, ∇²d)`` (``∇²d`` at ``f_s = t_s``): gradient rows
+    whose second moment is the Gauss–Newton matrix ``J_sᵀ ∇²d J_s`` plus the gradient outer product.
+
+    Equivalently the gradient of ``d`` against the target plus Gaussian noise: for ``"mse"``
+    (``d = ‖f − t‖²/D``) the noise is ``N(0, (D/2) I)``; for ``"cosine"`` it is projected orthogonally to
+    ``t`` and scaled by ``1/‖t‖``.
+    """
+    z = torch.randn(student.shape, generator=generator).to(student)
+    if kind == "mse":
+        z = z * (2.0 / student.shape[1]) ** 0.5
+    else:
+        norm = target.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        unit = target / norm
+        z = (z - (z * unit).sum(dim=1, keepdim=True) * unit) / norm
+    return (student * z).sum(dim=1) + _distance(student, target, kind)
 
 
 def distillation(kind="cosine", output=None, seed=0):
     """Distillation to the dense model's outputs (for models without labels), see :class:`Distillation`."""
     return Distillation(kind, output, seed=seed)
+
+
+class MeanSquaredError(Loss):
+    """Per-sample mean squared error ``‖f(x) − y‖²/D`` of a regression model with float targets ``y``.
+
+    ``fisher="true"``: the Fisher rows use Gaussian targets ``ŷ = f(x) + ε``, ``ε ~ N(0, (D/2) I)`` (the
+    predictive distribution whose Fisher is the loss's Gauss–Newton matrix, :func:`gauss_newton_rows`), so
+    they do not vanish on a model that fits its data exactly; the empirical rows ``∇ℓ(f(x), y)`` do.
+    """
+
+    def __init__(self, fisher="empirical", seed=0):
+        if fisher not in FISHERS:
+            raise ValueError(f"fisher must be one of {FISHERS}, got {fisher!r}")
+        suffix = ", true Fisher (Gaussian targets)" if fisher == "true" else ""
+        super().__init__(self._value, f"mean squared error{suffix}")
+        self.fisher, self.seed, self._generator = fisher, seed, None
+
+    @staticmethod
+    def _outputs(model, batch):
+        inputs, target = split(batch)
+        if target is None or not target.is_floating_point():
+            raise ValueError("loss_fn: mean squared error needs float targets")
+        output = output_tensor(forward(model, inputs))
+        output = output.reshape(len(output), -1)
+        target = target.reshape(len(target), -1).to(output)
+        if output.shape != target.shape:
+            raise ValueError(f"loss_fn: targets of shape {tuple(target.shape)} for outputs of shape "
+                             f"{tuple(output.shape)}")
+        return output, target
+
+    def _value(self, model, batch):
+        return _distance(*self._outputs(model, batch), "mse")
+
+    def rows(self, model, batch):
+        if self.fisher == "empirical":
+            return self(model, batch)
+        if self._generator is None:
+            self._generator = torch.Generator().manual_seed(self.seed)
+        output, target = self._outputs(model, batch)
+        return gauss_newton_rows(output, target, "mse", self._generator)
+
+
+def mse(fisher="empirical", seed=0):
+    """Mean squared error for regression, see :class:`MeanSquaredError`."""
+    return MeanSquaredError(fisher, seed)
 
 
 def _takes_model(fn):

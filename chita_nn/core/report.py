@@ -56,6 +56,8 @@ class PruneReport:
     layers: list = field(default_factory=list)
     stages: list = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    #: Warnings of the run (also logged), e.g. negligible Fisher rows.
+    warnings: list = field(default_factory=list)
     time_gradients: float = 0.0
     time_solve: float = 0.0
     time_total: float = 0.0
@@ -128,8 +130,7 @@ class PruneReport:
                              f"{st.objective_refit:>12.5g} {st.objective:>12.5g} {st.overlap:>7.3f} "
                              f"{st.kept:>9} {st.train_loss:>10.4g} {st.time_gradients:>7.2f} "
                              f"{st.time_solve:>7.2f}")
-        if self.fallbacks:
-            lines.append(f"  WARNING {self.fallback_summary}")
+        lines += [f"  WARNING {line}" for line in [*self.warnings, self.fallback_summary] if line]
         lines.append(f"  time: gradients {self.time_gradients:.2f}s, solve {self.time_solve:.2f}s, "
                      f"total {self.time_total:.2f}s")
         return "\n".join(lines)

@@ -40,7 +40,7 @@ from ..core.writeback import recompute_batchnorm as _recompute_batchnorm
 from ..core.writeback import strip_reparametrization, write_weights, write_weights_atomic
 from .blocks import (SCORES, allocate_budgets, gradient_weight, layer_budgets, make_blocks, rhs, screening_scores,
                      solve_blocks)
-from .safeguard import LossProbe, report_fallbacks, step_search
+from .safeguard import LossProbe, check_curvature, report_fallbacks, step_search
 from .schedules import SCHEDULES, sparsity_schedule
 
 logger = logging.getLogger(__name__)
@@ -327,6 +327,7 @@ def prune(model, data, sparsity=None, *, method="chita++", pattern=None, loss_fn
         A = fisher.A
         if not np.isfinite(fisher.grad).all():
             raise ValueError(f"stage {t + 1}: the loss gradient is not finite (NaN or inf); model unchanged")
+        check_curvature(A, w, report, t + 1)
         report.settings["rows"] = "per-sample" if fisher.per_sample else "mini-batch (batch-mean loss)"
         t_grad = time.perf_counter() - t0
         scores = screening_scores(A, w, score)

@@ -9,6 +9,12 @@ and at the magnitude solution of the same stage under the same pattern; the lowe
 magnitude solution wins, the stage *fell back*: it is recorded (``StageReport.kept == "magnitude"``), counted
 in :attr:`chita_nn.core.report.PruneReport.fallbacks` and logged by :func:`report_fallbacks` (a warning, and
 another one when every stage fell back, i.e. the run returned magnitude pruning).
+
+Before a solve, :func:`check_curvature` refuses Fisher rows that are all zero and warns (in the log and in
+``PruneReport.warnings``) when they are negligible: ``ρ = ‖A‖_F ‖w̄‖ / √n`` (a bound on the RMS over rows of
+the first-order loss change ``|a_iᵀ w̄|`` from removing every weight) below :data:`FLAT_CURVATURE`.  That is
+the case of a loss at its minimum, e.g. a distillation loss without its Fisher form at the dense model
+(measured on the digits MLP: ρ = 0 for MSE, 1.8e-6 for 1 − cos; 1.1 for the cross-entropy).
 """
 import logging
 
@@ -21,6 +27,27 @@ from ..core.losses import check_losses
 from ..core.runtime import eval_mode, model_device
 
 logger = logging.getLogger(__name__)
+
+FLAT_CURVATURE = 1e-4
+_FLAT_ADVICE = ("the loss has (almost) no gradient at these weights, so the solve could only return magnitude "
+                "pruning; use a loss whose Fisher rows carry curvature: chita_nn.losses.distillation() for "
+                "distilling to the dense model, cross_entropy(fisher='true') / causal_lm(fisher='true') for a "
+                "model that fits its data")
+
+
+def check_curvature(A, w_bar, report, stage):
+    """``ρ = ‖A‖_F ‖w̄‖ / √n`` of stage ``stage``; ``ValueError`` if ``A`` is zero, a warning if ``ρ`` is tiny."""
+    flat = A.ravel(order="K")
+    rho = float(np.sqrt(np.dot(flat, flat)) * np.linalg.norm(w_bar) / np.sqrt(A.shape[0]))
+    if rho == 0.0:
+        raise ValueError(f"stage {stage}: every Fisher row is zero ({report.settings.get('loss', 'loss_fn')}): "
+                         f"{_FLAT_ADVICE}; model unchanged")
+    if rho < FLAT_CURVATURE:
+        message = (f"stage {stage}: the Fisher rows are negligible (ρ = ‖A‖‖w̄‖/√n = {rho:.3g} < "
+                   f"{FLAT_CURVATURE:g}): {_FLAT_ADVICE}")
+        logger.warning(message)
+        report.warnings.append(message)
+    return rho
 
 
 class LossProbe:

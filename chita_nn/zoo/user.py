@@ -5,7 +5,9 @@ import sys
 from pathlib import Path
 
 #: ``--loss`` names and their ready-made losses (``chita_nn.core.losses``).
-LOSSES = ("cross-entropy", "causal-lm", "distillation-mse", "distillation-cosine")
+#: ``-true-fisher``: the Fisher rows use targets sampled from the model (``fisher="true"``).
+LOSSES = ("cross-entropy", "cross-entropy-true-fisher", "causal-lm", "causal-lm-true-fisher", "mse",
+          "mse-true-fisher", "distillation-mse", "distillation-cosine")
 
 
 def load_callable(spec, flag):
@@ -45,6 +47,9 @@ def make_loss(spec):
     if spec is None:
         return None
     ready = {"cross-entropy": losses.cross_entropy, "causal-lm": losses.causal_lm,
+             "cross-entropy-true-fisher": lambda: losses.cross_entropy(fisher="true"),
+             "causal-lm-true-fisher": lambda: losses.causal_lm(fisher="true"),
+             "mse": losses.mse, "mse-true-fisher": lambda: losses.mse(fisher="true"),
              "distillation-mse": lambda: losses.distillation("mse"),
              "distillation-cosine": lambda: losses.distillation("cosine")}
     if spec in ready:
