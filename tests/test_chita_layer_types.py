@@ -95,6 +95,30 @@ class Recurrent(nn.Module):
         return self.head(self.rnn(x.transpose(0, 1))[0][-1])
 
 
+class Kernel(nn.Module):
+    """A custom layer without a per-sample kernel: ``tanh(x K)`` with a plain ``nn.Parameter`` ``K``."""
+
+    def __init__(self, d_in, d_out):
+        super().__init__()
+        self.kernel = nn.Parameter(torch.randn(d_in, d_out) / d_in ** 0.5)
+
+    def forward(self, x):
+        return torch.tanh(x @ self.kernel)
+
+
+class CustomParam(nn.Module):
+    """A Linear, a :class:`Kernel` block on tokens, mean pooling, a Linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(6, 8)
+        self.block = Kernel(8, 8)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x):
+        return self.head(self.block(self.proj(x)).mean(1))
+
+
 class TokenTagger(nn.Module):
     """A class per token: logits (B, classes, T) from (B, T, d) inputs."""
 
@@ -156,6 +180,15 @@ CASES = {
              for suffix in ("", "_reverse")}),
     "lstm": (lambda: Recurrent("LSTM"), {"targets": ["LSTM"]}, lambda n: _inputs((5, 6), n), None,
              {"rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.weight_hr_l0"}),
+    # parameters named by a pattern, on modules of any type
+    "gru_by_name": (Recurrent, {"targets": ["re:.*\\.weight_ih_l0"]}, lambda n: _inputs((5, 6), n), None,
+                    {"rnn.weight_ih_l0"}),
+    "lstm_by_name": (lambda: Recurrent("LSTM"), {"targets": ["rnn.weight_hh_l0", "re:.*_hr_l.", "head.weight"]},
+                     lambda n: _inputs((5, 6), n), None, {"rnn.weight_hh_l0", "rnn.weight_hr_l0"}),
+    "in_proj_by_name": (Attention, {"targets": ["layer.self_attn.in_proj_weight", "proj"]},
+                        lambda n: _inputs((5, 6), n), None, {"layer.self_attn.in_proj_weight"}),
+    "custom_param": (CustomParam, {"targets": ["block.kernel", "head"]}, lambda n: _inputs((5, 6), n), None,
+                     {"block.kernel"}),
     "embedding": (lambda: BagOfEmbeddings(padding_idx=0), {"targets": ["Embedding", "Linear"]},
                   _tokens_targets, None, set()),
     "embedding_freq": (lambda: BagOfEmbeddings(scale_grad_by_freq=True), {"targets": ["Embedding"]},
@@ -197,6 +230,49 @@ def test_selection_of_each_type():
     prune.random_unstructured(gru.rnn, "weight_hh_l1", amount=0.5)  # reparametrised: same names, same order
     assert names(gru, targets=["GRU"]) == [f"rnn.weight_{kind}_l{layer}{suffix}" for layer in (0, 1)
                                            for suffix in ("", "_reverse") for kind in ("ih", "hh")]
+
+
+def test_selection_by_parameter_name():
+    """A pattern matching a full parameter name selects that tensor on any module (2+ dims, or 1-d by its exact
+    name); a pattern matching a module name selects the module's prunable tensors among the target types."""
+    def names(model, *targets, **options):
+        return [pp.name for pp in select_parameters(model, targets=list(targets), **options)]
+
+    gru = Recurrent()
+    assert names(gru, "re:.*\\.weight_ih_l0") == ["rnn.weight_ih_l0"]
+    assert names(gru, "rnn.weight_hh_l1_reverse", "head") == ["rnn.weight_hh_l1_reverse", "head.weight"]
+    assert names(gru, "re:rnn\\.weight_.*") == [f"rnn.weight_{kind}_l{layer}{suffix}" for layer in (0, 1)
+                                                 for suffix in ("", "_reverse") for kind in ("ih", "hh")]
+    assert names(gru, "re:rnn\\.weight_.*", ignore=["*_reverse"]) == [
+        "rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.weight_ih_l1", "rnn.weight_hh_l1"]
+    attention = Attention()
+    assert names(attention, "*.in_proj_weight") == ["layer.self_attn.in_proj_weight"]
+    # biases and norm scales (1-d) only by their exact name; a module pattern never picks them
+    assert names(attention, "*.weight") == ["proj.weight", "layer.self_attn.out_proj.weight",
+                                            "layer.linear1.weight", "layer.linear2.weight", "head.weight"]
+    assert names(attention, "head.bias", "layer.norm1.weight") == ["layer.norm1.weight", "head.bias"]
+    assert names(attention, "head*") == names(attention, "head.*") == ["head.weight"]
+    custom = CustomParam()
+    assert names(custom, "block.kernel") == ["block.kernel"]
+    # with types too, a pattern picks among the modules of those types
+    assert names(custom, "Kernel", "block.kernel") == ["block.kernel"]
+    assert names(custom, "Linear", "re:.*") == ["proj.weight", "head.weight"]
+    prune.random_unstructured(custom.block, "kernel", amount=0.5)  # reparametrised: still its own name
+    (pp,) = select_parameters(custom, targets=["block.kernel"])
+    assert (pp.module, pp.param_name, pp.is_reparametrized) == (custom.block, "kernel", True)
+    assert row_kernel(pp) is None
+
+
+def test_unmatched_target_is_named():
+    """The error says which pattern found nothing, and why."""
+    model = CustomParam()
+    cases = {"foo": "'foo' matched no module or parameter name",
+             "*.bias": "'\\*.bias' matched only parameters of fewer than 2 dims",
+             "block": "'block' matched modules .* of type \\['Kernel'\\]",
+             "proj.weight": "'proj.weight' matched only ignored parameters"}
+    for target, message in cases.items():
+        with pytest.raises(ValueError, match="no prunable parameters selected .*" + message):
+            select_parameters(model, targets=[target], ignore=["proj"])
 
 
 def test_kernels_only_where_hooks_see_every_sample():
@@ -282,5 +358,36 @@ def test_masks_round_trip(case):
     for pp in params:
         prune.remove(pp.module, pp.param_name)
         assert isinstance(getattr(pp.module, pp.param_name), nn.Parameter)
+    with torch.no_grad():
+        torch.testing.assert_close(model(X), out)
+
+
+# --- end to end --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["chita", "magnitude"])
+@pytest.mark.parametrize("case", ["gru_by_name", "lstm_by_name", "in_proj_by_name", "custom_param"])
+def test_prune_parameters_named_by_pattern(case, method):
+    """``prune`` on tensors selected by name (recurrent, attention, custom): half of them zero, masks
+    installed as ``<name>_mask``, ``prune.remove`` keeps the pruned values."""
+    from chita_nn.methods.oneshot import prune as prune_model
+
+    model = _make(case)
+    _, options, data, _, _ = CASES[case]
+    X, y = data(16)
+    others = {name: p.detach().clone() for name, p in model.named_parameters()}
+    report = prune_model(model, (X, y), 0.5, method=method, targets=options["targets"], n_rows=8,
+                         samples_per_row=2, line_search=False)
+    params = select_parameters(model, **options)
+    assert [layer.name for layer in report.layers] == [pp.name for pp in params]
+    kept = sum(int(pp.tensor().count_nonzero()) for pp in params)
+    assert kept == sum(pp.numel for pp in params) // 2
+    with torch.no_grad():
+        out = model(X)
+    for pp in params:
+        assert pp.is_reparametrized and hasattr(pp.module, pp.param_name + "_mask")
+        prune.remove(pp.module, pp.param_name)
+        assert isinstance(getattr(pp.module, pp.param_name), nn.Parameter)
+    unselected = {name: p for name, p in model.named_parameters() if name not in {pp.name for pp in params}}
+    assert all(torch.equal(p, others[name]) for name, p in unselected.items())
     with torch.no_grad():
         torch.testing.assert_close(model(X), out)

@@ -146,16 +146,74 @@ def _hook_safe(modules, module_name, parameter, owners):
     return owners[id(parameter)] == 1 and not any(_sequence_first(m) for m in enclosing)
 
 
+def _direct_parameters(module):
+    """``(attribute name, nn.Parameter)`` of the tensors held by ``module`` itself, by their effective name:
+    ``weight`` for a ``torch.nn.utils.prune`` reparametrised ``weight_orig`` (with its ``weight_mask``)."""
+    for name, param in module._parameters.items():
+        if param is None:
+            continue
+        if name.endswith("_orig") and hasattr(module, name[:-5] + "_mask"):
+            name = name[:-5]
+        yield name, param
+
+
+def _literal(pattern):
+    """Whether ``pattern`` is a plain name (a glob without wildcards): the only kind that picks a 1-d tensor."""
+    return not pattern.startswith("re:") and not any(c in pattern for c in "*?[")
+
+
+def _named_by(patterns, module_name, full, param):
+    """Whether a name pattern selects ``param`` (known as ``full``) as a parameter of its own.
+
+    It must match ``full`` but not the module name (that is a module pattern: the module's prunable
+    tensors, among the target types); a 1-d tensor (bias, norm scale) only by its exact name.
+    """
+    return any(_name_matches(pattern, [full]) and not _name_matches(pattern, [module_name])
+               and (param.dim() >= 2 or (param.dim() == 1 and _literal(pattern))) for pattern in patterns)
+
+
+def _type_names(types):
+    return [entry if isinstance(entry, str) else entry.__name__ for entry in types]
+
+
+def _unmatched(pattern, modules, module_types):
+    """Why the target ``pattern`` selected nothing, for the error message."""
+    found = [name for name in modules if name and _name_matches(pattern, [name])]
+    named = [(full, param) for name, module in modules.items() if not _name_matches(pattern, [name])
+             for full, param in ((f"{name}.{attr}" if name else attr, param)
+                                 for attr, param in _direct_parameters(module)) if _name_matches(pattern, [full])]
+    if named and all(param.dim() < 2 for _, param in named):
+        return (f"{pattern!r} matched only parameters of fewer than 2 dims ({named[0][0]!r}, ...): name each "
+                f"exactly to prune it")
+    if named:
+        return f"{pattern!r} matched only ignored parameters ({named[0][0]!r}, ...)"
+    if found:
+        kinds = sorted({type(modules[name]).__name__ for name in found})
+        return (f"{pattern!r} matched modules ({found[0]!r}, ...) of type {kinds}, none of the target types "
+                f"{_type_names(module_types)} with a tensor left after ignore: add the type to targets or "
+                f"name its parameters ('{found[0]}.<parameter>')")
+    return f"{pattern!r} matched no module or parameter name"
+
+
 def select_parameters(model, *, targets=DEFAULT_TARGETS, ignore=DEFAULT_IGNORE, param_name=None):
     """The prunable tensors of ``model`` selected by ``targets`` and ``ignore``, in ``named_modules()`` order.
 
     Entries of both lists are module types (``nn.Linear``), class names (``"Linear"``, ``"Conv1D"``,
     ``"MultiheadAttention"``) or name patterns, globs (``"layer1.*.conv?"``) or regular expressions
-    (``"re:.*attn.*"``), matched against the module name and the full parameter name.  When ``targets`` holds
-    only name patterns, they pick among the modules of :data:`DEFAULT_TARGETS`.  A parameter is selected if
-    its module matches a target and neither it nor its module matches an ``ignore`` entry.  Each module
-    contributes its :data:`PRUNABLE_PARAMS` (``weight`` for most types), or ``param_name`` if given.
-    ``hook_safe`` of each result says whether per-sample kernels may be used for it (see :func:`_hook_safe`).
+    (``"re:.*attn.*"``), matched against the module name and the full parameter name:
+
+    - a module of a target type (:data:`DEFAULT_TARGETS` when ``targets`` holds only name patterns) whose
+      module or parameter name matches a pattern (or any, without patterns) contributes its
+      :data:`PRUNABLE_PARAMS` (``weight`` for most types), or ``param_name`` if given;
+    - a pattern matching the full name of an ``nn.Parameter`` (``"rnn.weight_ih_l0"``,
+      ``"re:.*\\.in_proj_weight"``, a custom module's ``"block.kernel"``) but not its module's name selects
+      that tensor on any module (of a target type, if ``targets`` names types).  Tensors of 2 or more dims
+      only, except with a pattern that is the exact name (``"fc.bias"``): ``"*.weight"`` picks no norm scale
+      and ``"fc.*"`` no bias.
+
+    A tensor is selected once (tied weights: under its first name) unless it or its module matches an
+    ``ignore`` entry.  ``hook_safe`` of each result says whether per-sample kernels may be used for it
+    (see :func:`_hook_safe`).  A target pattern that selects nothing is named in the error.
     """
     targets = _entries(targets, "targets")
     ignore = _entries(ignore, "ignore")
@@ -163,28 +221,44 @@ def select_parameters(model, *, targets=DEFAULT_TARGETS, ignore=DEFAULT_IGNORE, 
         raise ValueError("targets is empty: give module types or name patterns to prune")
     types = [entry for entry in targets if _type_entry(entry)]
     patterns = [entry for entry in targets if not _type_entry(entry)]
-    if not types:
-        types = list(DEFAULT_TARGETS)
-    selected = []
+    module_types = types or list(DEFAULT_TARGETS)
+    selected, seen, used = [], set(), set()
     modules = dict(model.named_modules())
     owners = _tensor_owners(model)
     for module_name, module in modules.items():
-        if not any(_matches(entry, module, [module_name]) for entry in types):
-            continue
-        for name in [param_name] if param_name else prunable_names(module):
-            if not isinstance(getattr(module, name, None), torch.Tensor):
-                continue
+        of_type = any(_matches(entry, module, [module_name]) for entry in module_types)
+        names = {}
+        if of_type:
+            for name in [param_name] if param_name else prunable_names(module):
+                if isinstance(getattr(module, name, None), torch.Tensor):
+                    names[name] = None
+        if patterns and (not types or any(_matches(entry, module, [module_name]) for entry in types)):
+            for name, param in _direct_parameters(module):
+                full = f"{module_name}.{name}" if module_name else name
+                if _named_by(patterns, module_name, full, param):
+                    names[name] = None
+        for name in names:
             full = f"{module_name}.{name}" if module_name else name
             keys = [module_name, full]
-            if patterns and not any(_name_matches(p, keys) for p in patterns):
+            hits = [p for p in patterns if _name_matches(p, keys)]
+            if patterns and not hits:
                 continue
             if any(_matches(entry, module, keys) for entry in ignore):
                 continue
             pp = PrunableParam(full, module_name, module, name)
+            if id(pp.parameter) in seen:
+                logger.debug("%s is tied to a tensor already selected: skipped", full)
+                continue
+            seen.add(id(pp.parameter))
+            used.update(hits)
             safe = _hook_safe(modules, module_name, pp.parameter, owners)
             selected.append(dataclasses.replace(pp, hook_safe=safe))
+    notes = [_unmatched(pattern, modules, module_types) for pattern in patterns if pattern not in used]
     if not selected:
-        raise ValueError(f"no prunable parameters selected (targets={targets!r}, ignore={ignore!r})")
+        raise ValueError(f"no prunable parameters selected (targets={targets!r}, ignore={ignore!r})"
+                         + "".join(f"; {note}" for note in notes))
+    for note in notes:
+        logger.warning("targets: %s", note)
     logger.debug("selected %d parameters: %s", len(selected), [pp.name for pp in selected])
     return selected
 
