@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from chita_nn.core.fisher import empirical_fisher
-from chita_nn.core.grad_rows import row_kernel
+from chita_nn.core.grad_rows import _conv_rows, row_kernel
 from chita_nn.core.params import DEFAULT_TARGETS, select_parameters
 from chita_nn.core.writeback import write_weights
 from test_chita_fisher import assert_rows_close, dense_copy, reference_rows
@@ -32,6 +32,24 @@ class ConvNet1d(nn.Module):
     def forward(self, x):
         x = torch.tanh(self.conv2(torch.tanh(self.conv1(x))))
         return self.fc(torch.tanh(self.conv3(x)).flatten(1))
+
+
+class ConvNet2d(nn.Module):
+    """MobileNet-like Conv2d: a plain one, a depthwise strided dilated one, a grouped (groups=2) 'same' one, a
+    depthwise one with a channel multiplier and asymmetric stride/padding."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.depthwise = nn.Conv2d(8, 8, 3, stride=2, padding=2, dilation=2, groups=8)
+        self.grouped = nn.Conv2d(8, 8, 3, padding="same", groups=2, bias=False)
+        self.multiplier = nn.Conv2d(8, 16, (3, 2), stride=(1, 2), padding=(0, 1), groups=8)
+        self.fc = nn.Linear(16 * 2 * 3, 5)
+
+    def forward(self, x):
+        for conv in (self.conv1, self.depthwise, self.grouped, self.multiplier):
+            x = torch.tanh(conv(x))
+        return self.fc(x.flatten(1))
 
 
 class ConvNet3d(nn.Module):
@@ -167,6 +185,7 @@ def _gpt2_data(n):
 # name → (model factory, selection options, data(n), loss_fn, which parameters must take the fallback)
 CASES = {
     "conv1d": (ConvNet1d, {}, lambda n: _inputs((3, 14), n), None, set()),
+    "conv2d": (ConvNet2d, {}, lambda n: _inputs((3, 8, 8), n), None, set()),
     "conv3d": (ConvNet3d, {}, lambda n: _inputs((2, 5, 5, 4), n), None, set()),
     "gpt2": (TinyGPT2, {"targets": [*DEFAULT_TARGETS, "Embedding"], "ignore": ["*lm_head", "*wpe"]},
              _gpt2_data, _token_loss, {"lm.transformer.wte.weight"}),
@@ -295,6 +314,14 @@ def test_fisher_rows_match_autograd(case, m):
     X, y = data(N_ROWS * m)
     fs = _fisher(model, params, case, X, y, m)
     assert_rows_close(fs.A, reference_rows(model, params, X, y, m))
+
+
+def test_depthwise_and_grouped_conv2d_use_the_kernel():
+    """Depthwise (groups = in_channels, with and without a channel multiplier) and grouped Conv2d take the
+    grouped-convolution kernel, not the fallback (their rows are compared to autograd by the case "conv2d")."""
+    params = select_parameters(_make("conv2d"))
+    assert [pp.module.groups for pp in params[:4]] == [1, 8, 2, 8]
+    assert all(row_kernel(pp) is _conv_rows for pp in params[:4])
 
 
 def test_linear_kernel_on_tokens_matches_autograd():
