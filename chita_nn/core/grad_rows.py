@@ -67,10 +67,10 @@ def _conv_rows(module, x, delta, n_rows):
 
     The weight gradient of one convolution with ``n_rows · groups`` groups (group ``(r, g)`` = group ``g`` of
     row ``r``, the row's ``m`` samples as the batch): 3 to 7 times faster than unfold + einsum on ResNet20's
-    layers.  Depthwise layers too: on MobileNet shapes (benchmarks/depthwise_rows.py) it was fastest on 9 of
-    12, 2 to 15 times faster than unfold + einsum and 1 to 4 times faster than one strided window per kernel
-    offset, except with 16 rows of 32 channels at 112x112.  String padding and non-zero padding modes pad
-    ``x`` explicitly, as the layer does.
+    layers.  Depthwise layers too: on 12 MobileNet shapes (benchmarks/depthwise_rows.py, 16 and 64 rows) it
+    was fastest on 9, 3.6 to 16 times faster than unfold + einsum and up to 5 times faster than one strided
+    window per kernel offset (1.4 times slower on one shape); the layer's own autograd per row won on 2.
+    String padding and non-zero padding modes pad ``x`` explicitly, as the layer does.
     """
     padding = module.padding
     if isinstance(padding, str) or module.padding_mode != "zeros":
