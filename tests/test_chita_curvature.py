@@ -155,3 +155,17 @@ def test_negligible_fisher_rows_are_a_loud_warning(caplog):
 def test_layout_of_memorised_classifier_is_what_the_tests_assume():
     model, _, _ = memorised_classifier()
     assert ParamLayout(select_parameters(model)).p == 8 * 16 + 16 * 4
+
+
+def test_sampled_rows_turn_the_gradient_term_off():
+    model, X, y = fitted_regression()
+    report = prune(copy.deepcopy(model), (X, y), 0.5, method="chita", loss_fn=losses.mse(fisher="true"), **FAST)
+    assert report.settings["gradient_term"] is False
+    with pytest.raises(ValueError, match="gradient_term=True needs Fisher rows that are the loss's gradients"):
+        prune(model, (X, y), 0.5, method="chita", loss_fn=losses.distillation("mse"), gradient_term=True, **FAST)
+
+
+def test_global_solve_too_large_for_the_budget_is_refused_before_the_fisher():
+    model, X, y = fitted_regression()
+    with pytest.raises(MemoryError, match="max_bytes"):
+        prune(model, (X, y), 0.5, method="chita", loss_fn=losses.mse(fisher="true"), max_bytes=10_000, **FAST)

@@ -32,7 +32,13 @@ IGNORE_INDEX = -100
 
 
 class Loss:
-    """``loss(model, batch)`` → per-sample losses ``(B,)`` or a scalar; ``rows`` is its Fisher form."""
+    """``loss(model, batch)`` → per-sample losses ``(B,)`` or a scalar; ``rows`` is its Fisher form.
+
+    ``rows_are_gradients``: whether the rows are the loss's own gradients (their mean is the loss gradient,
+    which CHITA's gradient term uses); False for rows from sampled targets or Gaussian probes.
+    """
+
+    rows_are_gradients = True
 
     def __init__(self, fn, description):
         self.fn, self.description = fn, description
@@ -126,6 +132,8 @@ class SampledFisher(Loss):
     ``logits(model, batch)`` returns ``(logits (B, T, C), keep (B, T) bool)``.
     """
 
+    rows_are_gradients = False
+
     def __init__(self, base, logits, seed=0):
         super().__init__(base.fn, f"{base.description}, true Fisher (sampled targets)")
         self.logits, self.seed = logits, seed
@@ -207,6 +215,7 @@ class Distillation(Loss):
     or ``"cosine"`` (``1 − cos``, for embeddings).  ``bind(model)`` freezes a copy of the dense model."""
 
     KINDS = ("mse", "cosine")
+    rows_are_gradients = False
 
     def __init__(self, kind="cosine", output=None, teacher=None, seed=0):
         if kind not in self.KINDS:
@@ -285,6 +294,7 @@ class MeanSquaredError(Loss):
         suffix = ", true Fisher (Gaussian targets)" if fisher == "true" else ""
         super().__init__(self._value, f"mean squared error{suffix}")
         self.fisher, self.seed, self._generator = fisher, seed, None
+        self.rows_are_gradients = fisher == "empirical"
 
     @staticmethod
     def _outputs(model, batch):

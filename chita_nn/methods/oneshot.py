@@ -33,6 +33,7 @@ import l0reg
 from ..core.batches import Calibration
 from ..core.fisher import empirical_fisher
 from ..core.losses import as_loss
+from ..core.memory import check_global_solve_memory
 from ..core.params import DEFAULT_IGNORE, DEFAULT_TARGETS, ParamLayout, select_parameters
 from ..core.patterns import Pattern, pattern_keep, row_length
 from ..core.report import LayerReport, PruneReport, StageReport
@@ -214,7 +215,8 @@ def prune(model, data, sparsity=None, *, method="chita++", pattern=None, loss_fn
     lam : float
         Ridge ``λ`` of ``(nλ/2)‖w − w̄‖²`` (a trust region around ``w̄``).
     gradient_term : bool
-        ``b = A w̄ − e/m`` (True) or ``b = A w̄`` (default ``DEFAULTS["gradient_term"]``).
+        ``b = A w̄ − e/m`` (True) or ``b = A w̄`` (default ``DEFAULTS["gradient_term"]``, False for a
+        loss whose rows are not its gradients: distillation and the ``fisher="true"`` losses).
     n_stages, hold_stages : int
         CHITA++ stages (ignored by CHITA, which is one stage): the sparsity rises over the first
         ``n_stages − hold_stages`` along ``schedule`` (:func:`sparsity_schedule`) and stays at ``sparsity``
@@ -273,7 +275,13 @@ def prune(model, data, sparsity=None, *, method="chita++", pattern=None, loss_fn
     if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not (np.isfinite(lam) and lam >= 0.0):
         raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
     lam = float(lam)
-    gradient_term = bool(DEFAULTS["gradient_term"] if gradient_term is None else gradient_term)
+    loss = as_loss(loss_fn).bind(model)
+    if gradient_term is None:  # rows from sampled targets average to noise, not to the loss gradient
+        gradient_term = DEFAULTS["gradient_term"] and loss.rows_are_gradients
+    elif gradient_term and not loss.rows_are_gradients:
+        raise ValueError(f"gradient_term=True needs Fisher rows that are the loss's gradients, but "
+                         f"{loss.description} draws its rows from sampled targets; leave gradient_term unset")
+    gradient_term = bool(gradient_term)
     gradient = gradient_weight(gradient_term, samples_per_row)
     n_stages = _check_positive_int("n_stages", DEFAULTS["n_stages"] if n_stages is None else n_stages)
     if hold_stages is None:  # without the gradient term a stage at an unchanged sparsity has nothing to do
@@ -296,7 +304,6 @@ def prune(model, data, sparsity=None, *, method="chita++", pattern=None, loss_fn
     p = layout.p
     w = layout.gather(np.float64)
     _check_finite_weights(params, w, layout)
-    loss = as_loss(loss_fn).bind(model)
 
     # Work on a plain (un-reparametrised) copy so that ``model`` is untouched until the write-back.
     work = strip_reparametrization(copy.deepcopy(model))
@@ -305,6 +312,9 @@ def prune(model, data, sparsity=None, *, method="chita++", pattern=None, loss_fn
     ramp = n_stages - hold_stages
     stages = [sparsity] if start >= sparsity else sparsity_schedule(sparsity, ramp, schedule, start=start)
     stages += [sparsity] * hold_stages
+    if block_size is None and scope == "global":  # one solve over all p weights: A + solver, checked before A
+        for k_t in sorted({_budget(s_t, p) for s_t in stages}):
+            check_global_solve_memory(n_rows, p, k_t, max_bytes=max_bytes)
     align = pattern.m if pattern.kind == "nm" else 1
     if block_size is None and scope == "global":
         blocks = [(0, p, 0)]
