@@ -7,7 +7,9 @@ import os
 
 import numpy as np
 
-from .blocks import solve_blocks
+import l0reg
+
+from .blocks import rhs, solve_blocks
 
 
 def read_block(path, n_rows, n_cols, dtype, scales=None):
@@ -21,15 +23,33 @@ def read_block(path, n_rows, n_cols, dtype, scales=None):
 
 
 def solve_block(task):
-    """Solve one block: ``min ½‖A_B w̄_B − γe − A_B w‖² + (nλ/2)‖w − w̄_B‖²`` s.t. ``‖w‖₀ ≤ k_B``.
+    """Solve one block: ``min F(w) = ½‖A_B w̄_B − γe − A_B w‖² + (nλ/2)‖w − w̄_B‖²`` s.t. ``‖w‖₀ ≤ k_B`` (or
+    ``projection``); not solved (``w = 0``) when ``k_B = 0``.
 
-    ``task`` holds ``path, n_rows, n_cols, dtype, scales, w_bar, k, w_init, gradient (γ), lam, solver_options``;
-    returns ``(w_B, keep_B, seconds)`` from :func:`chita_nn.methods.blocks.solve_blocks`.
+    ``task`` holds ``path, n_rows, n_cols, dtype, scales, w_bar, k, projection, w_init, gradient (γ), lam,
+    solver_options, w_mp``; returns a dict: ``w``, ``keep`` (from :func:`chita_nn.methods.blocks.solve_blocks`),
+    ``seconds`` and ``objectives``: ``F`` at ``w_mp`` (magnitude pruning), at ``w`` and at the refit of the
+    start support (nan if unknown); zeros without ``w_mp``.
     """
     A = read_block(task["path"], task["n_rows"], task["n_cols"], task["dtype"], task["scales"])
-    return solve_blocks(A, task["w_bar"], [(0, task["n_cols"], 0)], [task["k"]],
-                        gradient=task["gradient"], lam=task["lam"], w_init=task["w_init"],
-                        solver_options=task["solver_options"])
+    w_bar, lam, gradient = task["w_bar"], task["lam"], task["gradient"]
+    w, keep, seconds, refit = np.zeros(w_bar.size), np.zeros(w_bar.size, dtype=bool), 0.0, np.zeros(w_bar.size)
+    objectives = np.zeros(3)
+    refit_objective = float("nan")
+    if task["k"] > 0:
+        solution = solve_blocks(A, w_bar, [(0, task["n_cols"], 0)], [task["k"]], gradient=gradient, lam=lam,
+                                w_init=task["w_init"], solver_options=task["solver_options"],
+                                projections=[task.get("projection")])
+        w, keep, seconds = solution
+        w = w * keep
+        refit, refit_objective = solution.w_start, solution.objective_start
+    if task.get("w_mp") is not None:
+        b = rhs(A, w_bar, gradient)
+        if refit is not None:
+            refit_objective = l0reg.objective(A, b, refit, lam=lam, w_bar=w_bar)
+        objectives = np.array([l0reg.objective(A, b, task["w_mp"], lam=lam, w_bar=w_bar),
+                               l0reg.objective(A, b, w, lam=lam, w_bar=w_bar), refit_objective])
+    return dict(w=w, keep=keep, seconds=seconds, objectives=objectives)
 
 
 def limit_threads():

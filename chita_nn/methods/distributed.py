@@ -5,7 +5,8 @@ Every rank draws the same ``n_rows · samples_per_row`` samples (same ``seed``) 
 (all-reduce), so every rank derives the same budgets ``k_B``.  Blocks are assigned to ranks (largest first, to
 the least loaded rank); each block's rows are gathered on its owner, which solves it
 (:func:`chita_nn.methods.scale.solve_stored_blocks`); the solutions are summed over ranks (each weight is owned by one
-rank) and written back on every rank.  The rows and the solves are those of
+rank); rank 0 runs the step search (:func:`chita_nn.methods.scale.safeguard`) and broadcasts the chosen weights,
+which every rank writes back.  The rows and the solves are those of
 :func:`chita_nn.methods.scale.block_prune`, so the result equals the single-process run with the same seed (up to the
 order of the float64 column-norm sums).
 """
@@ -17,17 +18,17 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..core.batches import as_tensors
-from ..core.params import DEFAULT_IGNORE, DEFAULT_TARGETS, ParamLayout, select_parameters
-from ..core.report import LayerReport, PruneReport
-from ..core.writeback import write_weights_atomic
-from .blocks import allocate_budgets, gradient_weight
-from .oneshot import DEFAULTS
+from ..core.params import DEFAULT_IGNORE, DEFAULT_TARGETS
+from ..core.report import PruneReport
+from .oneshot import _check_positive_int, _finish
+from .safeguard import report_fallbacks
 from .scale import (
-    STORE_DTYPES,
     BlockStore,
-    block_list,
+    prepare,
+    probe_batch,
+    safeguard,
     solve_stored_blocks,
+    stage_report,
     store_folder,
     stream_rows,
 )
@@ -75,67 +76,69 @@ def _gather_block(local, full, b, owner, n_rows, world_size, rank, group):
             full.write_raw(b, lo, part)
 
 
-def distributed_block_prune(model, data, sparsity, *, n_rows, samples_per_row=1, lam=None, gradient_term=None,
-                            block_size=None, chunk_rows=8, store_dtype="float16", store_dir=None, solver_options=None,
-                            targets=DEFAULT_TARGETS, ignore=DEFAULT_IGNORE, mask=True, seed=0,
-                            group=None, progress=False):
+def distributed_block_prune(model, data, sparsity=None, *, n_rows, samples_per_row=1, pattern=None, loss_fn=None,
+                            lam=None, gradient_term=None, block_size=None, line_search=None, loss_samples=None,
+                            chunk_rows=8, store_dtype="float16", store_dir=None, solver_options=None,
+                            targets=DEFAULT_TARGETS, ignore=DEFAULT_IGNORE, mask=True, seed=0, group=None,
+                            progress=False):
     """:func:`chita_nn.methods.scale.block_prune` split over the ranks of ``group`` (default: the world group).
 
-    Call it on every rank with the same arguments; each rank's ``model`` ends up pruned identically.
-    Returns the :class:`PruneReport` (the same on every rank).
+    Call it on every rank with the same arguments; each rank's ``model`` ends up pruned identically.  The step
+    search (safeguard) runs on rank 0, which broadcasts its choice.  Returns the :class:`PruneReport` (the same on
+    every rank).
     """
     t_start = time.perf_counter()
     rank, world_size = dist.get_rank(group), dist.get_world_size(group)
-    lam = float(DEFAULTS["lam"] if lam is None else lam)
-    gradient_term = DEFAULTS["gradient_term"] if gradient_term is None else bool(gradient_term)
-    solver_options = {**DEFAULTS["solver_options"], **(solver_options or {})}
-    if store_dtype not in STORE_DTYPES:
-        raise ValueError(f"store_dtype must be one of {sorted(STORE_DTYPES)}, got {store_dtype!r}")
-    X, y = as_tensors(data, "data")
-    n_samples = n_rows * samples_per_row
-    if n_rows < world_size or n_samples > len(X):
-        raise ValueError(f"need world_size ({world_size}) <= n_rows ({n_rows}) and n_rows * samples_per_row "
-                         f"({n_samples}) <= {len(X)} samples")
-    params = select_parameters(model, targets=targets, ignore=ignore)
-    layout = ParamLayout(params)
-    blocks = block_list(layout, block_size)
-    w_bar = layout.gather(np.float64)
-    index = torch.from_numpy(np.random.default_rng(seed).choice(len(X), size=n_samples, replace=False))
+    chunk_rows = _check_positive_int("chunk_rows", chunk_rows)
+    problem = prepare(model, data, sparsity, n_rows=n_rows, samples_per_row=samples_per_row, pattern=pattern,
+                      loss_fn=loss_fn, lam=lam, gradient_term=gradient_term, block_size=block_size,
+                      line_search=line_search, loss_samples=loss_samples, store_dtype=store_dtype,
+                      solver_options=solver_options, targets=targets, ignore=ignore, seed=seed)
+    n_rows, m, blocks = problem.n_rows, problem.samples_per_row, problem.blocks
+    if n_rows < world_size:
+        raise ValueError(f"n_rows ({n_rows}) must be at least the world size ({world_size})")
     lo, hi = _row_range(n_rows, rank, world_size)
-    mine = index[lo * samples_per_row:hi * samples_per_row]
     owners = assign_blocks(blocks, world_size)
 
     with tempfile.TemporaryDirectory(prefix=f"chita-rank{rank}-", dir=store_folder(store_dir)) as folder:
         local = BlockStore(f"{folder}", blocks, hi - lo, store_dtype, name="local")
-        col_sq, loss = stream_rows(model, layout, X[mine], y[mine], local, chunk_rows=chunk_rows,
-                                   samples_per_row=samples_per_row, progress=progress and rank == 0)
+        col_sq, loss = stream_rows(model, problem.layout, problem.calibration, problem.index[lo * m:hi * m], local,
+                                   chunk_rows=min(chunk_rows, max(hi - lo, 1)), samples_per_row=m,
+                                   loss_fn=problem.loss, progress=progress and rank == 0)
         col_sq = torch.from_numpy(col_sq)
         dist.all_reduce(col_sq, group=group)
+        col_sq = col_sq.numpy()
         t_grad = time.perf_counter() - t_start
-        budgets, keep0 = allocate_budgets(blocks, w_bar ** 2 * col_sq.numpy(), k=int(np.floor((1.0 - sparsity)
-                                                                                              * layout.p + 1e-9)))
+        budgets, keep0, projections = problem.constraint(col_sq)
+        keep_mp = problem.magnitude_keep()
         full = BlockStore(folder, blocks, n_rows, store_dtype, name="full")
         for b, owner in enumerate(owners):
             _gather_block(local, full, b, owner, n_rows, world_size, rank, group)
         t0 = time.perf_counter()
-        owned = [k if owner == rank else 0 for k, owner in zip(budgets, owners)]
-        w, keep, _ = solve_stored_blocks(full, w_bar, blocks, owned, keep0, lam=lam,
-                                         gradient=gradient_weight(gradient_term, samples_per_row),
-                                         solver_options=solver_options, workers=1, progress=False)
+        solution = solve_stored_blocks(full, problem.w_bar, blocks, budgets, keep0, lam=problem.lam,
+                                       gradients=problem.gradients(col_sq), solver_options=problem.solver_options,
+                                       workers=1, progress=False, projections=projections, keep_mp=keep_mp,
+                                       todo=[b for b, owner in enumerate(owners) if owner == rank])
         t_solve = time.perf_counter() - t0
-    w = torch.from_numpy(w * keep)
-    keep = torch.from_numpy(keep.astype(np.int32))
-    dist.all_reduce(w, group=group)
-    dist.all_reduce(keep, group=group)
-    keep = keep.numpy().astype(bool)
-    write_weights_atomic(model, params, layout.split(w.numpy()), layout.split(keep), mask=mask)
-    report = PruneReport("chita-block-distributed", float(sparsity), settings=dict(
-        n_rows=n_rows, samples_per_row=samples_per_row, lam=lam, gradient_term=gradient_term, block_size=block_size,
-        store_dtype=store_dtype, world_size=world_size, seed=seed))
-    report.layers = [LayerReport(pp.name, tuple(pp.shape), e - s, int(keep[s:e].sum()))
-                     for pp, (s, e) in zip(params, layout.offsets)]
+    parts = [torch.from_numpy(solution.w), torch.from_numpy(solution.keep.astype(np.int32)),
+             torch.from_numpy(solution.objectives)]
+    for part in parts:  # each block was solved by one rank: the sums are the solution
+        dist.all_reduce(part, group=group)
+    solution.w, solution.keep, solution.objectives = parts[0].numpy(), parts[1].numpy().astype(bool), parts[2].numpy()
+    stage = stage_report(problem, solution, keep_mp, t_grad, t_solve)
+    chosen = [None]
+    if rank == 0:
+        batch = probe_batch(model, problem.calibration.first(1), chunk_rows * m)
+        w, keep = safeguard(model, problem, solution, keep_mp, stage, batch_size=batch)
+        chosen = [(w, keep, stage)]
+    dist.broadcast_object_list(chosen, src=dist.get_global_rank(group, 0) if group is not None else 0, group=group)
+    w, keep, stage = chosen[0]
+    report = PruneReport("chita-block-distributed", problem.sparsity, stages=[stage],
+                         settings=dict(problem.settings, world_size=world_size))
+    report_fallbacks(report)
     report.time_gradients, report.time_solve = t_grad, t_solve
-    report.time_total = time.perf_counter() - t_start
+    _finish(model, problem.params, problem.layout, w, keep, pattern=problem.pattern, mask=mask, report=report,
+            recompute_batchnorm=None, t_start=t_start)
     logger.info("rank %d/%d: rows [%d, %d), %d of %d blocks, loss %.4g, %.1fs", rank, world_size, lo, hi,
-                owners.count(rank), len(blocks), loss / max(hi - lo, 1), report.time_total)
+                owners.count(rank), len(blocks), loss, report.time_total)
     return report

@@ -3,22 +3,30 @@
 The Fisher is approximated by its block diagonal over column blocks ``B`` (see :mod:`chita_nn.methods.blocks`), so only
 one ``A_B`` (``n × p_B``) is ever needed in float32 at a time.  The pipeline:
 
-1. **plan**: bytes needed in RAM and in the block store are predicted; a ``MemoryError`` is raised before
-   anything large is allocated if they exceed ``max_bytes`` (default 80% of the available memory) or the free
-   space of the store folder;
+1. **plan**: bytes needed in RAM and in the block store are predicted (:func:`plan_memory`); a ``MemoryError`` is
+   raised before anything large is allocated if they exceed ``max_bytes`` (default 80% of the available memory)
+   or the free space of the store folder;
 2. **gradients**: Fisher rows are computed ``chunk_rows`` at a time with :func:`chita_nn.core.fisher.empirical_fisher`
    into a ``chunk_rows × p`` float32 buffer and streamed to one file per block, float16 with a per-row scale
    (``A_B[i] = s_i Q_B[i]``, ``s_i = max_j |A_B[i, j]|``) or float32; the column norms ``‖A_{:,j}‖²`` used by
    the screening score ``w̄_j² ‖A_{:,j}‖²`` are accumulated exactly on the way;
-3. **solve**: budgets ``k_B`` from a global top-k of the screening score, then one l0reg problem per block,
-   ``min ½‖A_B w̄_B − e − A_B w‖² + (nλ/2)‖w − w̄_B‖²`` s.t. ``‖w‖₀ ≤ k_B``, one after another or in
-   ``workers`` processes (each reads its own block);
-4. **write-back** of the pruned weights as ``torch.nn.utils.prune`` masks.
+3. **solve**: budgets ``k_B`` (or, with a ``pattern``, one projection per block) from the screening score, then
+   one l0reg problem per block,
+   ``min ½‖A_B w̄_B − γ_B e − A_B w‖² + (nλ/2)‖w − w̄_B‖²`` s.t. ``‖w‖₀ ≤ k_B``, one after another or in
+   ``workers`` processes (each reads its own block).  The gradient term is split over the blocks,
+   ``γ_B = γ ‖A_B‖²_F / ‖A‖²_F`` (:func:`gradient_shares`): with ``n < p_B`` every block alone can fit the whole
+   Newton target ``A_B d_B = −γ e``, so the full ``γ`` in every block made the summed step
+   ``A d = Σ_B A_B d_B`` about ``#blocks`` times the Newton step (ResNet18, 122 blocks: outputs 10¹⁶ times
+   their size);
+4. **safeguard**: the step search of :mod:`chita_nn.methods.safeguard` on the loss of ``loss_samples``
+   calibration samples picks ``w(α) = P_S(w̄) + α (w* − P_S(w̄))`` or magnitude pruning;
+5. **write-back** of the chosen weights as ``torch.nn.utils.prune`` masks (the model is untouched before).
 
 The store folder is a disk folder (``store_dir``) or, by default, a RAM-backed one under ``/dev/shm``; either
 way blocks are read and written with plain file I/O, so they never inflate the process RSS.
 """
 import concurrent.futures
+import copy
 import logging
 import multiprocessing
 import numbers
@@ -35,32 +43,56 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..core.batches import as_tensors
+from ..core.batches import Calibration, forward, split, to_device
 from ..core.fisher import (
     DEFAULT_MEMORY_FRACTION,
     available_memory_bytes,
     empirical_fisher,
 )
-from ..core.params import DEFAULT_IGNORE, DEFAULT_TARGETS, ParamLayout, select_parameters
-from ..core.report import LayerReport, PruneReport
-from ..core.writeback import write_weights_atomic
+from ..core.losses import as_loss
+from ..core.params import DEFAULT_IGNORE, DEFAULT_TARGETS
+from ..core.patterns import Pattern
+from ..core.report import PruneReport, StageReport
+from ..core.runtime import eval_mode, model_device
+from ..core.writeback import strip_reparametrization, write_weights
 from . import _scale_worker
-from .blocks import allocate_budgets, gradient_weight, make_blocks
-from .oneshot import DEFAULTS
+from .blocks import gradient_weight, make_blocks
+from .oneshot import (
+    DEFAULTS,
+    _check_finite_weights,
+    _check_model,
+    _check_positive_int,
+    _check_sparsity,
+    _finish,
+    _select,
+    _stage_constraint,
+    magnitude_keep,
+)
+from .safeguard import LossProbe, report_fallbacks, step_search
 
 logger = logging.getLogger(__name__)
 
 STORE_DTYPES = {"float16": np.float16, "float32": np.float32}
 RAM_STORE_ROOT = "/dev/shm"
-# float64 / bool vectors of length p held at once (w̄, column norms, scores, w, w_init, keep, keep0) and the
-# float32 tensors of the write-back (values, masks).
-_VECTOR_BYTES_PER_WEIGHT = 5 * 8 + 2 + 2 * 4
-# The solver's working memory on an n × p_B block beyond the float32 copy of A_B, per entry and per column
-# (measured: about 6 bytes per entry on 500 × 100k and 500 × 250k float32 blocks), and a worker process's own
+# float64 / bool vectors of length p the main process holds through the run (w̄, the column norms, keep0, the
+# solution w and keep, the magnitude support).
+_VECTOR_BYTES_PER_WEIGHT = 3 * 8 + 3
+# The solver's working memory on an n × p_B block beyond the float32 copy of A_B (and the stored block being read),
+# per entry and per column (measured on ResNet20 and MLPs, 64 to 256 rows x 270k-300k: about 0 per entry, 0-150 bytes
+# per column:
+# w̄_B, w_init, w_mp, w, the refit, the screening and gradient vectors, in float64), and a worker process's own
 # footprint (interpreter, numba, numpy; torch too when the main script imports it).
-_SOLVER_BYTES_PER_ENTRY = 10
+_SOLVER_BYTES_PER_ENTRY = 0
 _SOLVER_BYTES_PER_COLUMN = 64
 _WORKER_BASE_BYTES = 512 * 2 ** 20
+
+
+def _proc_status_bytes(key):
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"{key} not found in /proc/self/status")
 
 
 def _peak_rss_reset():
@@ -74,16 +106,26 @@ def _peak_rss_reset():
 
 def peak_rss_bytes():
     """Peak resident set size (VmHWM) of this process, in bytes."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise OSError("VmHWM not found in /proc/self/status")
+    return _proc_status_bytes("VmHWM")
+
+
+def rss_bytes():
+    """Current resident set size (VmRSS) of this process, in bytes."""
+    return _proc_status_bytes("VmRSS")
 
 
 @dataclass
 class MemoryPlan:
-    """Predicted bytes: ``ram`` (peak, this process plus workers, RAM-backed store included) and ``store``."""
+    """Predicted bytes above the RSS at the start of the call: ``ram`` is the peak of the phases (this process
+    plus workers, RAM-backed store included), each phase's own bytes are listed; ``store`` the block files.
+
+    ``gradients_bytes``: the ``chunk_rows × p`` buffer, the autograd activations of one chunk, the float32 copy
+    and float16 encoding of one block's rows; ``solve_bytes``: per worker the stored block, its float32 copy and
+    the solver's working memory; ``safeguard_bytes``: a copy of the model, the step-search candidates and the
+    probe's activations (``probe_batch`` samples per forward); ``writeback_bytes``: the saved state dict and the
+    masks.  ``process_bytes`` is the part that shows in this process's RSS (neither a RAM-backed store, which
+    lives in /dev/shm, nor the workers): compare it with :attr:`ScaleReport.peak_rss_increase`.
+    """
 
     n_rows: int
     p: int
@@ -92,58 +134,114 @@ class MemoryPlan:
     store_bytes: int
     store_in_ram: bool
     model_bytes: int
-    activation_bytes: int
-    buffer_bytes: int
     vector_bytes: int
+    gradients_bytes: int
     solve_bytes: int
+    safeguard_bytes: int
+    writeback_bytes: int
+    probe_batch: int
+    process_bytes: int
     ram_bytes: int
 
     def as_dict(self):
         return dict(self.__dict__)
 
 
-def _activation_bytes(model, sample, batch):
-    """Bytes of the layer inputs, outputs and their gradients that one Fisher chunk of ``batch`` samples keeps
-    (measured on one sample, times ``batch``; conv unfold buffers counted for the largest layer)."""
+def _layer_sizes(model, sample):
+    """Per leaf module, the entries of its input and output for one sample; the largest conv unfold."""
     sizes, unfold = [], [0]
 
     def hook(module, inputs, output):
-        sizes.append(inputs[0].numel() + output.numel())
+        if isinstance(inputs[0], torch.Tensor) and isinstance(output, torch.Tensor):
+            sizes.append((inputs[0][:1].numel(), output[:1].numel()))
         if isinstance(module, nn.Conv2d):
             k = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
             unfold[0] = max(unfold[0], k * output.shape[-1] * output.shape[-2])
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
     try:
-        with torch.no_grad():
-            was_training = model.training
-            model.eval()
-            model(sample[:1])
-            model.train(was_training)
+        with torch.no_grad(), eval_mode(model):
+            forward(model, split(to_device(sample, model_device(model)))[0])
     finally:
         for handle in handles:
             handle.remove()
-    return 4 * batch * (2 * sum(sizes) + 2 * unfold[0])
+    return sizes, unfold[0]
+
+
+def _activations(sizes, unfold, batch):
+    """Bytes autograd keeps for a Fisher pass of ``batch`` samples: the layers' inputs and outputs (in-place
+    activations share theirs) and twice the largest conv's unfolded input (measured on ResNet20: about 0.8 of
+    this)."""
+    return 4 * batch * (sum(i + o for i, o in sizes) + 2 * unfold)
+
+
+def _probe_batch(sizes, unfold, chunk):
+    """Samples per forward of the loss probe: as many as keep its no-grad activations (about twice the largest
+    layer's input and output per sample: a residual block keeps its input) within those of one Fisher chunk of
+    ``chunk`` samples; at least ``chunk``, at most 1000."""
+    largest = max(i + o for i, o in sizes)
+    return int(min(1000, max(chunk, _activations(sizes, unfold, chunk) // (8 * largest))))
+
+
+def probe_batch(model, sample, chunk):
+    """:func:`_probe_batch` of ``model`` on one ``sample`` batch."""
+    return _probe_batch(*_layer_sizes(model, sample), chunk)
 
 
 def plan_memory(model, layout, blocks, n_rows, *, sample, chunk_rows, samples_per_row, store_dtype, workers,
-                store_in_ram):
-    """Predict the bytes of a :func:`block_prune` run (see :class:`MemoryPlan`)."""
+                store_in_ram, steps=None):
+    """Predict the bytes of a :func:`block_prune` run above the RSS at its start (see :class:`MemoryPlan`);
+    ``sample`` is one batch of the data (its first sample is run), ``steps`` the number of step-search steps.
+
+    Per phase: gradients ``act + 4cp + 8c·p_B + 8c·p_l + 16p`` (``c = chunk_rows``, ``p_B`` / ``p_l`` the largest
+    block / layer), solve ``workers · (n p_B (s + 4) + 64 p_B)`` (``s`` the store's bytes per entry), safeguard
+    ``M + 8p (steps + 4) + 8 b ℓ`` (``M`` the model's bytes, ``b`` the probe batch, ``ℓ`` its largest layer
+    input + output), write-back ``M + 16p``; plus ``27p`` of vectors held throughout, and the store if in RAM.
+    """
     p = layout.p
-    widths = [end - start for start, end, _ in blocks]
-    max_cols = max(widths)
+    steps = len(DEFAULTS["line_search"]) if steps is None else steps
+    max_cols = max(end - start for start, end, _ in blocks)
+    max_layer = max(end - start for start, end in layout.offsets)
     itemsize = np.dtype(STORE_DTYPES[store_dtype]).itemsize
     store = n_rows * p * itemsize + 4 * n_rows * len(blocks)
-    model_bytes = 2 * sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
-    activations = _activation_bytes(model, sample, chunk_rows * samples_per_row)
-    buffer = 4 * chunk_rows * p + 4 * chunk_rows * max_cols * 2  # chunk rows + one block's quantised copy
-    vectors = _VECTOR_BYTES_PER_WEIGHT * p
-    # per worker: the stored block, its float32 copy and the solver's working memory
+    model_bytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    sizes, unfold = _layer_sizes(model, sample)
+    chunk = chunk_rows * samples_per_row
+    # the chunk buffer, its block's float32 / float16 encodings, a layer's per-row gradients, the mean gradient
+    gradients = (_activations(sizes, unfold, chunk) + 4 * chunk_rows * p + 8 * chunk_rows * max_cols
+                 + 8 * chunk_rows * max_layer + 16 * p)
     per_block = n_rows * max_cols * (itemsize + 4 + _SOLVER_BYTES_PER_ENTRY) + _SOLVER_BYTES_PER_COLUMN * max_cols
     solve = workers * per_block + (workers * _WORKER_BASE_BYTES if workers > 1 else 0)
-    ram = model_bytes + vectors + max(activations + buffer, solve) + (store if store_in_ram else 0)
-    return MemoryPlan(n_rows, p, len(blocks), max_cols, store, store_in_ram, model_bytes, activations, buffer,
-                      vectors, solve, ram)
+    batch = _probe_batch(sizes, unfold, chunk)
+    safeguard = 0
+    if steps:  # the model copy, the candidates w(α), w_mp and w_base (float64), the split vectors, the forward
+        safeguard = model_bytes + (steps + 4) * 8 * p + 8 * batch * max(i + o for i, o in sizes)
+    writeback = model_bytes + 16 * p  # the saved state dict; values and masks (float32), the masked weights
+    vectors = _VECTOR_BYTES_PER_WEIGHT * p
+    process = vectors + max(gradients, solve if workers == 1 else 0, safeguard, writeback)
+    ram = vectors + max(gradients, solve, safeguard, writeback) + (store if store_in_ram else 0)
+    return MemoryPlan(n_rows, p, len(blocks), max_cols, store, store_in_ram, model_bytes, vectors, gradients,
+                      solve, safeguard, writeback, batch, process, ram)
+
+
+def check_plan(plan, root, max_bytes):
+    """Raise ``MemoryError`` (naming ``max_bytes``) if ``plan`` exceeds the RAM budget or the store's folder."""
+    if max_bytes is None:
+        available = available_memory_bytes()
+        max_bytes = None if available is None else int(DEFAULT_MEMORY_FRACTION * available)
+    if max_bytes is not None and plan.ram_bytes > max_bytes:
+        raise MemoryError(
+            f"block-mode CHITA needs about {plan.ram_bytes / 2**30:.2f} GiB of RAM ({plan.n_blocks} blocks of at "
+            f"most {plan.max_block_columns} columns, n = {plan.n_rows}, store {plan.store_bytes / 2**30:.2f} GiB "
+            f"{'in RAM' if plan.store_in_ram else 'on disk'}) but the budget is {max_bytes / 2**30:.2f} GiB "
+            f"(max_bytes); use a smaller block_size or chunk_rows, fewer workers, store_dtype='float16', or "
+            f"store_dir=<a disk folder>")
+    free = shutil.disk_usage(root).free
+    if plan.store_bytes > free:
+        raise MemoryError(f"the block store needs {plan.store_bytes / 2**30:.2f} GiB but {root} has only "
+                          f"{free / 2**30:.2f} GiB free; pass store_dir=<a larger folder> or use fewer rows")
+    logger.info("memory plan: %.2f GiB RAM, store %.2f GiB (%s), %d blocks", plan.ram_bytes / 2**30,
+                plan.store_bytes / 2**30, "RAM" if plan.store_in_ram else "disk", plan.n_blocks)
 
 
 class BlockStore:
@@ -206,17 +304,25 @@ class Phase:
 @dataclass
 class ScaleReport:
     """A :class:`PruneReport` plus the memory plan and, per phase, wall time and peak RSS of this process
-    (``workers_peak_rss``: the largest peak RSS of a worker process, if any)."""
+    (``baseline_rss``: its RSS when the call started; ``workers_peak_rss``: the largest peak RSS of a worker
+    process, if any)."""
 
     prune: PruneReport
     plan: MemoryPlan
     phases: dict = field(default_factory=dict)
     workers_peak_rss: int = 0
     loss: float = float("nan")
+    baseline_rss: int = 0
+
+    @property
+    def peak_rss_increase(self):
+        """Measured counterpart of ``plan.ram_bytes``: the largest phase peak RSS minus ``baseline_rss``."""
+        return max(phase.peak_rss for phase in self.phases.values()) - self.baseline_rss
 
     def to_dict(self):
         return {"prune": self.prune.to_dict(), "plan": self.plan.as_dict(), "loss": self.loss,
-                "phases": {k: v.__dict__ for k, v in self.phases.items()}, "workers_peak_rss": self.workers_peak_rss}
+                "phases": {k: v.__dict__ for k, v in self.phases.items()}, "workers_peak_rss": self.workers_peak_rss,
+                "baseline_rss": self.baseline_rss, "peak_rss_increase": self.peak_rss_increase}
 
 
 @contextmanager
@@ -228,12 +334,6 @@ def _phase(phases, name):
     logger.info("phase %s: %.1fs, peak RSS %.2f GiB", name, phases[name].seconds, phases[name].peak_rss / 2 ** 30)
 
 
-def _check_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def store_folder(store_dir):
     """The folder for block stores: ``store_dir`` (created if needed), or the RAM-backed /dev/shm."""
     root = Path(RAM_STORE_ROOT if store_dir is None else store_dir)
@@ -241,155 +341,300 @@ def store_folder(store_dir):
     return root
 
 
-def block_list(layout, block_size):
-    """``[(0, p, 0)]`` (one block: the global problem) for ``block_size=None``, else blocks of at most
-    ``block_size`` columns within each layer (:func:`chita_nn.methods.blocks.make_blocks`)."""
+def block_list(layout, block_size, align=1):
+    """``[(0, p, 0)]`` (one block: the global problem) for ``block_size=None``, one block per layer for
+    ``"layer"``, else blocks of at most ``block_size`` columns within each layer, edges multiples of ``align``
+    (:func:`chita_nn.methods.blocks.make_blocks`)."""
     if block_size is None:
         return [(0, layout.p, 0)]
-    return make_blocks(layout.offsets, _check_int("block_size", block_size))
+    if block_size == "layer":
+        return make_blocks(layout.offsets)
+    return make_blocks(layout.offsets, _check_positive_int("block_size", block_size), align=align)
 
 
-def solve_stored_blocks(store, w_bar, blocks, budgets, keep0, *, lam, gradient, solver_options, workers,
-                        progress):
-    """Solve every block of ``store`` with ``k_B > 0``, warm-started at ``w̄ ⊙ keep0``, in ``workers``
-    processes; returns ``(w, keep, workers_peak_rss)`` (zero outside the solved blocks)."""
+def gradient_shares(blocks, col_sq):
+    """``γ_B / γ = ‖A_B‖²_F / ‖A‖²_F`` (sums to 1): each block's share of the gradient term.
+
+    With the global Newton step ``d = −Aᵀ(AAᵀ + nλI)⁻¹ γe`` block ``B`` moves the outputs by
+    ``A_B d_B = −K_B (K + nλI)⁻¹ γe`` (``K_B = A_B A_Bᵀ``, ``K = Σ_B K_B``); taking ``K_B ≈ (tr K_B / tr K) K``
+    gives its target ``γ_B e`` with ``γ_B`` as above, so that the block solves add up to one Newton step.
+    """
+    sums = np.array([col_sq[start:end].sum() for start, end, _ in blocks], dtype=np.float64)
+    total = sums.sum()
+    return sums / total if total > 0 else np.full(len(blocks), 1.0 / len(blocks))
+
+
+@dataclass
+class BlockProblem:
+    """The validated arguments of a block-mode run and what they imply (see :func:`block_prune`)."""
+
+    sparsity: float
+    pattern: Pattern
+    calibration: Calibration
+    loss: object
+    params: list
+    layout: object
+    blocks: list
+    w_bar: np.ndarray
+    index: torch.Tensor  # sample numbers of the n_rows rows, samples_per_row consecutive ones per row
+    n_rows: int
+    samples_per_row: int
+    lam: float
+    gradient_term: bool
+    steps: tuple
+    loss_samples: int
+    solver_options: dict
+    targets: object
+    ignore: object
+    seed: int
+    settings: dict
+
+    @property
+    def shapes(self):
+        return [pp.shape for pp in self.params]
+
+    def constraint(self, col_sq):
+        """``(budgets, keep0, projections)`` from the screening score ``w̄² ‖A_{:,j}‖²`` (as :func:`prune`)."""
+        return _stage_constraint(self.pattern, self.sparsity, self.sparsity, "global", self.blocks,
+                                 self.layout.offsets, self.shapes, self.w_bar ** 2 * col_sq)
+
+    def gradients(self, col_sq):
+        """Per block, the weight ``γ_B`` of the gradient term (:func:`gradient_shares`)."""
+        return gradient_weight(self.gradient_term, self.samples_per_row) * gradient_shares(self.blocks, col_sq)
+
+    def magnitude_keep(self):
+        return magnitude_keep(self.w_bar, self.layout.offsets, self.sparsity, "global",
+                              self.pattern if self.pattern.structured else None, self.shapes)
+
+
+def _check_lam(lam):
+    if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not (np.isfinite(lam) and lam >= 0.0):
+        raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
+    return float(lam)
+
+
+def _check_steps(line_search):
+    steps = tuple(DEFAULTS["line_search"] if line_search is None else (line_search or ()))
+    if any(isinstance(a, bool) or not (isinstance(a, numbers.Real) and 0.0 <= a <= 1.0) for a in steps):
+        raise ValueError(f"line_search steps must be numbers in [0, 1], got {list(steps)!r}")
+    return steps
+
+
+def prepare(model, data, sparsity, *, n_rows, samples_per_row, pattern, loss_fn, lam, gradient_term, block_size,
+            line_search, loss_samples, store_dtype, solver_options, targets, ignore, seed):
+    """Validate the arguments shared by :func:`block_prune` and the distributed version; draw the rows."""
+    pattern = Pattern.parse(pattern)
+    sparsity = _check_sparsity(pattern.sparsity(sparsity))
+    _check_model(model)
+    n_rows = _check_positive_int("n_rows", n_rows)
+    samples_per_row = _check_positive_int("samples_per_row", samples_per_row)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    if store_dtype not in STORE_DTYPES:
+        raise ValueError(f"store_dtype must be one of {sorted(STORE_DTYPES)}, got {store_dtype!r}")
+    if pattern.kind == "channel":
+        if block_size not in (None, "layer"):
+            raise ValueError("block_size must be None or 'layer' with pattern='channel' (one block per layer)")
+        block_size = "layer"
+    lam = _check_lam(DEFAULTS["lam"] if lam is None else lam)
+    gradient_term = bool(DEFAULTS["gradient_term"] if gradient_term is None else gradient_term)
+    steps = _check_steps(line_search)
+    loss_samples = _check_positive_int("loss_samples",
+                                       DEFAULTS["loss_samples"] if loss_samples is None else loss_samples)
+    calibration = Calibration(data, "data")
+    index = calibration.rows(n_rows, samples_per_row, int(seed))
+    params, layout = _select(model, targets, ignore, pattern)
+    w_bar = layout.gather(np.float64)
+    _check_finite_weights(params, w_bar, layout)
+    blocks = block_list(layout, block_size, align=pattern.m if pattern.kind == "nm" else 1)
+    loss = as_loss(loss_fn).bind(model)
+    settings = dict(n_rows=n_rows, samples_per_row=samples_per_row, lam=lam, gradient_term=gradient_term,
+                    block_size=block_size, store_dtype=store_dtype, line_search=list(steps),
+                    loss_samples=min(loss_samples, calibration.n_samples), seed=int(seed), pattern=str(pattern),
+                    loss=loss.description)
+    return BlockProblem(sparsity, pattern, calibration, loss, params, layout, blocks, w_bar, index, n_rows,
+                        samples_per_row, lam, gradient_term, steps, loss_samples,
+                        {**DEFAULTS["solver_options"], **(solver_options or {})}, targets, ignore, int(seed),
+                        settings)
+
+
+@dataclass
+class StoredSolution:
+    """What :func:`solve_stored_blocks` returns: ``w`` (float64, zero outside ``keep``), the support, the summed
+    block objectives ``(at magnitude pruning, at w, at the refit of the start support)`` and the largest peak
+    RSS of a worker process (0 without workers)."""
+
+    w: np.ndarray
+    keep: np.ndarray
+    objectives: np.ndarray
+    workers_peak_rss: int = 0
+
+
+def solve_stored_blocks(store, w_bar, blocks, budgets, keep0, *, lam, gradients, solver_options, workers,
+                        progress, projections=None, keep_mp=None, todo=None):
+    """Solve the blocks ``todo`` (default all) of ``store``, warm-started at ``w̄ ⊙ keep0``, in ``workers``
+    processes; ``gradients`` are the ``γ_B``, ``projections`` (or None) the blocks' patterns.  A block with
+    ``k_B = 0`` is not solved (``w_B = 0``).  With ``keep_mp`` the block objectives
+    ``½‖A_B w̄_B − γ_B e − A_B w_B‖² + (nλ/2)‖w_B − w̄_B‖²`` are summed (:class:`StoredSolution`)."""
     w, keep = np.zeros(w_bar.size), np.zeros(w_bar.size, dtype=bool)
-    todo = [b for b, k in enumerate(budgets) if k > 0]
+    objectives = np.zeros(3)
+    projections = projections or [None] * len(blocks)
+    todo = [b for b in (range(len(blocks)) if todo is None else todo) if budgets[b] > 0 or keep_mp is not None]
     todo.sort(key=lambda b: blocks[b][0] - blocks[b][1])  # largest first: better load balance
 
     def task(b):
         start, end, _ = blocks[b]
-        return dict(store.task(b), w_bar=w_bar[start:end], k=int(budgets[b]),
-                    w_init=w_bar[start:end] * keep0[start:end], gradient=gradient, lam=lam,
-                    solver_options=solver_options)
+        return dict(store.task(b), w_bar=w_bar[start:end], k=int(budgets[b]), projection=projections[b],
+                    w_init=w_bar[start:end] * keep0[start:end], gradient=float(gradients[b]), lam=lam,
+                    solver_options=solver_options,
+                    w_mp=None if keep_mp is None else w_bar[start:end] * keep_mp[start:end])
 
     def put(b, result):
         start, end, _ = blocks[b]
-        w[start:end], keep[start:end] = result[0], result[1]
+        w[start:end], keep[start:end] = result["w"], result["keep"]
+        objectives[:] += result["objectives"]
 
     bar = tqdm(total=len(todo), desc="block solves", unit="block", disable=not progress)
+    peak = 0
     if workers == 1:
         for b in todo:
             put(b, _scale_worker.solve_block(task(b)))
             bar.update()
-        bar.close()
-        return w, keep, 0
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
-                                                initializer=_scale_worker.limit_threads) as pool:
-        futures = {pool.submit(_scale_worker.solve_block, task(b)): b for b in todo}
-        for future in concurrent.futures.as_completed(futures):
-            put(futures[future], future.result())
-            bar.update()
+    else:
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
+                                                    initializer=_scale_worker.limit_threads) as pool:
+            futures = {pool.submit(_scale_worker.solve_block, task(b)): b for b in todo}
+            for future in concurrent.futures.as_completed(futures):
+                put(futures[future], future.result())
+                bar.update()
+        # the largest peak RSS among this process's finished children (the pool's workers, now joined)
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     bar.close()
-    # the largest peak RSS among this process's finished children (the pool's workers, now joined)
-    return w, keep, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    return StoredSolution(w * keep, keep, objectives, peak)
 
 
-def block_prune(model, data, sparsity, *, n_rows, samples_per_row=1, lam=None, gradient_term=None,
-                block_size=None, chunk_rows=8, store_dtype="float16", store_dir=None, max_bytes=None, workers=1,
-                solver_options=None, targets=DEFAULT_TARGETS, ignore=DEFAULT_IGNORE, mask=True,
-                seed=0, progress=False):
+def safeguard(model, problem, solution, keep_mp, stage, *, batch_size):
+    """The step search of :mod:`chita_nn.methods.safeguard` on a plain copy of ``model`` (``model`` itself is
+    not touched); returns the chosen ``(w, keep)`` and fills ``stage``."""
+    w_mp = problem.w_bar * keep_mp
+    if not problem.steps:
+        return step_search(lambda vec, support: None, None, problem.w_bar, solution.w, solution.keep,
+                           (w_mp, keep_mp), (), stage)
+    work = strip_reparametrization(copy.deepcopy(model))
+    work_params, work_layout = _select(work, problem.targets, problem.ignore, problem.pattern)
+    probe = LossProbe(work, problem.calibration, min(problem.calibration.n_samples, problem.loss_samples),
+                      problem.loss, problem.seed)
+
+    def put(vec, support):
+        write_weights(work_params, work_layout.split(vec), work_layout.split(support), mask=False)
+
+    return step_search(put, lambda: probe(batch_size), problem.w_bar, solution.w, solution.keep, (w_mp, keep_mp),
+                       problem.steps, stage)
+
+
+def stage_report(problem, solution, keep_mp, seconds_gradients, seconds_solve):
+    """The run's one :class:`StageReport`; its objectives are the block-diagonal ones (summed over blocks)."""
+    objective_start, objective, refit = solution.objectives
+    return StageReport(problem.sparsity, int(solution.keep.sum()), float(objective_start), float(objective),
+                       time_gradients=seconds_gradients, time_solve=seconds_solve, objective_refit=float(refit),
+                       overlap=float((solution.keep & keep_mp).sum() / max(1, keep_mp.sum())))
+
+
+def block_prune(model, data, sparsity=None, *, n_rows, samples_per_row=1, pattern=None, loss_fn=None, lam=None,
+                gradient_term=None, block_size=None, line_search=None, loss_samples=None, chunk_rows=8,
+                store_dtype="float16", store_dir=None, max_bytes=None, workers=1, solver_options=None,
+                targets=DEFAULT_TARGETS, ignore=DEFAULT_IGNORE, mask=True, seed=0, progress=False):
     """One-shot CHITA in block mode with bounded memory; prunes ``model`` in place, returns a :class:`ScaleReport`.
+
+    The model is written only at the end, once the result has passed the step search and the pattern check.
 
     Parameters
     ----------
-    data : TensorDataset or (X, y); ``n_rows · samples_per_row`` samples drawn with ``seed``.
-    block_size : None (one block over all ``p`` weights: the global solve) or int (blocks of at most that many
-        columns within each layer).
+    data, pattern, loss_fn, lam, gradient_term, line_search, loss_samples, solver_options, targets, ignore,
+    mask, seed : as in :func:`chita_nn.methods.oneshot.prune` (defaults: its ``DEFAULTS``); ``n_rows`` rows of
+        ``samples_per_row`` samples each are drawn with ``seed``.
+    block_size : None (one block over all ``p`` weights: the global solve), ``"layer"`` or int (blocks of at
+        most that many columns within each layer; aligned to ``m`` with an N:M pattern; ``pattern="channel"``
+        always solves one block per layer).  Each block gets the share ``γ_B`` of the gradient term
+        (:func:`gradient_shares`).
     chunk_rows : Fisher rows computed per forward/backward pass (the ``chunk_rows × p`` float32 buffer).
     store_dtype : {"float16", "float32"}; ``store_dir``: disk folder for the block files (default: RAM, under
         /dev/shm); ``max_bytes``: RAM budget (default 80% of the available memory).
-    lam, gradient_term, solver_options : as in :func:`chita_nn.methods.oneshot.prune` (defaults: its ``DEFAULTS``).
     workers : processes solving blocks in parallel (``spawn`` start method: a script calling this with
         ``workers > 1`` needs the ``if __name__ == "__main__":`` guard).
+
+    The report holds one stage: its objectives are those of the block-diagonal model, each block's
+    ``½‖A_B w̄_B − γ_B e − A_B w_B‖² + (nλ/2)‖w_B − w̄_B‖²`` (computed in the block solves) summed over blocks,
+    at magnitude pruning (``objective_start``), at the solution and at the refit of the screening support.
     """
     t_start = time.perf_counter()
-    n_rows = _check_int("n_rows", n_rows)
-    samples_per_row = _check_int("samples_per_row", samples_per_row)
-    chunk_rows = min(_check_int("chunk_rows", chunk_rows), n_rows)
-    workers = _check_int("workers", workers)
-    lam = float(DEFAULTS["lam"] if lam is None else lam)
-    gradient_term = DEFAULTS["gradient_term"] if gradient_term is None else bool(gradient_term)
-    solver_options = {**DEFAULTS["solver_options"], **(solver_options or {})}
-    if store_dtype not in STORE_DTYPES:
-        raise ValueError(f"store_dtype must be one of {sorted(STORE_DTYPES)}, got {store_dtype!r}")
-    if not 0.0 <= sparsity < 1.0:
-        raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
-    X, y = as_tensors(data, "data")
-    n_samples = n_rows * samples_per_row
-    if n_samples > len(X):
-        raise ValueError(f"n_rows * samples_per_row = {n_samples} > {len(X)} samples")
-    params = select_parameters(model, targets=targets, ignore=ignore)
-    layout = ParamLayout(params)
-    p = layout.p
-    blocks = block_list(layout, block_size)
+    chunk_rows = _check_positive_int("chunk_rows", chunk_rows)
+    workers = _check_positive_int("workers", workers)
+    problem = prepare(model, data, sparsity, n_rows=n_rows, samples_per_row=samples_per_row, pattern=pattern,
+                      loss_fn=loss_fn, lam=lam, gradient_term=gradient_term, block_size=block_size,
+                      line_search=line_search, loss_samples=loss_samples, store_dtype=store_dtype,
+                      solver_options=solver_options, targets=targets, ignore=ignore, seed=seed)
+    chunk_rows = min(chunk_rows, problem.n_rows)
+    layout, blocks, m = problem.layout, problem.blocks, problem.samples_per_row
+    baseline = rss_bytes()
     phases = {}
 
     with _phase(phases, "plan"):
         root = store_folder(store_dir)
-        store_in_ram = store_dir is None
-        plan = plan_memory(model, layout, blocks, n_rows, sample=X[:1], chunk_rows=chunk_rows,
-                           samples_per_row=samples_per_row, store_dtype=store_dtype, workers=workers,
-                           store_in_ram=store_in_ram)
-        if max_bytes is None:
-            available = available_memory_bytes()
-            max_bytes = None if available is None else int(DEFAULT_MEMORY_FRACTION * available)
-        if max_bytes is not None and plan.ram_bytes > max_bytes:
-            raise MemoryError(
-                f"block-mode CHITA needs about {plan.ram_bytes / 2**30:.2f} GiB of RAM ({plan.n_blocks} blocks of at "
-                f"most {plan.max_block_columns} columns, n = {n_rows}, store {plan.store_bytes / 2**30:.2f} GiB "
-                f"{'in RAM' if store_in_ram else 'on disk'}) but the budget is {max_bytes / 2**30:.2f} GiB "
-                f"(max_bytes); use a smaller block_size or chunk_rows, fewer workers, store_dtype='float16', or "
-                f"store_dir=<a disk folder>")
-        free = shutil.disk_usage(root).free
-        if plan.store_bytes > free:
-            raise MemoryError(f"the block store needs {plan.store_bytes / 2**30:.2f} GiB but {root} has only "
-                              f"{free / 2**30:.2f} GiB free; pass store_dir=<a larger folder> or use fewer rows")
-        logger.info("memory plan: %.2f GiB RAM, store %.2f GiB (%s), %d blocks", plan.ram_bytes / 2**30,
-                    plan.store_bytes / 2**30, "RAM" if store_in_ram else "disk", plan.n_blocks)
-        index = torch.from_numpy(np.random.default_rng(seed).choice(len(X), size=n_samples, replace=False))
-        w_bar = layout.gather(np.float64)
+        sample = problem.calibration.first(1)
+        plan = plan_memory(model, layout, blocks, problem.n_rows, sample=sample, chunk_rows=chunk_rows,
+                           samples_per_row=m, store_dtype=store_dtype, workers=workers,
+                           store_in_ram=store_dir is None, steps=len(problem.steps))
+        check_plan(plan, root, max_bytes)
 
     with tempfile.TemporaryDirectory(prefix="chita-blocks-", dir=root) as folder:
-        store = BlockStore(folder, blocks, n_rows, store_dtype)
+        store = BlockStore(folder, blocks, problem.n_rows, store_dtype)
         with _phase(phases, "gradients"):
-            col_sq, loss = stream_rows(model, layout, X[index], y[index], store, chunk_rows=chunk_rows,
-                                       samples_per_row=samples_per_row, progress=progress)
-
+            col_sq, loss = stream_rows(model, layout, problem.calibration, problem.index, store,
+                                       chunk_rows=chunk_rows, samples_per_row=m, loss_fn=problem.loss,
+                                       progress=progress)
         with _phase(phases, "solve"):
-            k = int(np.floor((1.0 - sparsity) * p + 1e-9))
-            budgets, keep0 = allocate_budgets(blocks, w_bar ** 2 * col_sq, k=k)
-            w, keep, workers_peak = solve_stored_blocks(store, w_bar, blocks, budgets, keep0, lam=lam,
-                                           gradient=gradient_weight(gradient_term, samples_per_row),
-                                           solver_options=solver_options,
-                                           workers=workers, progress=progress)
+            budgets, keep0, projections = problem.constraint(col_sq)
+            keep_mp = problem.magnitude_keep()
+            solution = solve_stored_blocks(store, problem.w_bar, blocks, budgets, keep0, lam=problem.lam,
+                                           gradients=problem.gradients(col_sq),
+                                           solver_options=problem.solver_options, workers=workers,
+                                           progress=progress, projections=projections, keep_mp=keep_mp)
 
-    with _phase(phases, "write-back"):
-        write_weights_atomic(model, params, layout.split(w * keep), layout.split(keep), mask=mask)
-    report = PruneReport("chita-block", float(sparsity), settings=dict(
-        n_rows=n_rows, samples_per_row=samples_per_row, lam=lam, gradient_term=gradient_term,
-        block_size=block_size, store_dtype=store_dtype, workers=workers, seed=seed))
-    report.layers = [LayerReport(pp.name, tuple(pp.shape), e - s, int(keep[s:e].sum()))
-                     for pp, (s, e) in zip(params, layout.offsets)]
+    stage = stage_report(problem, solution, keep_mp, phases["gradients"].seconds, phases["solve"].seconds)
+    with _phase(phases, "safeguard"):
+        w, keep = safeguard(model, problem, solution, keep_mp, stage, batch_size=plan.probe_batch)
+    report = PruneReport("chita-block", problem.sparsity, stages=[stage],
+                         settings=dict(problem.settings, workers=workers))
+    report_fallbacks(report)
     report.time_gradients, report.time_solve = phases["gradients"].seconds, phases["solve"].seconds
-    report.time_total = time.perf_counter() - t_start
-    return ScaleReport(report, plan, phases, workers_peak, loss / n_rows)
+    logger.info("block solve: objective %.6g -> %.6g, kept %s, loss %.4g", stage.objective_start,
+                stage.objective, stage.kept, stage.train_loss)
+    with _phase(phases, "write-back"):
+        _finish(model, problem.params, layout, w, keep, pattern=problem.pattern, mask=mask, report=report,
+                recompute_batchnorm=None, t_start=t_start)
+    return ScaleReport(report, plan, phases, solution.workers_peak_rss, loss, baseline)
 
 
-def stream_rows(model, layout, X, y, store, *, chunk_rows, samples_per_row, progress=False):
-    """Fisher rows of the samples ``X`` (``samples_per_row`` consecutive samples per row) into ``store``,
-    ``chunk_rows`` rows per pass; returns the column norms ``‖A_{:,j}‖²`` (float64) and the summed row losses."""
-    n_rows = len(X) // samples_per_row
+def stream_rows(model, layout, calibration, index, store, *, chunk_rows, samples_per_row, loss_fn=None,
+                row0=0, progress=False):
+    """Fisher rows of the samples ``index`` of ``calibration`` (``samples_per_row`` consecutive ones per row)
+    into rows ``row0 …`` of ``store``, ``chunk_rows`` rows per pass; returns the column norms ``‖A_{:,j}‖²``
+    (float64) and the mean sample loss."""
+    n_rows = len(index) // samples_per_row
     buffer = np.empty((min(chunk_rows, n_rows), layout.p), dtype=np.float32)
     col_sq = np.zeros(layout.p)
     loss = 0.0
-    for row0 in tqdm(range(0, n_rows, chunk_rows), desc="Fisher rows", disable=not progress):
-        rows = min(chunk_rows, n_rows - row0)
-        take = slice(row0 * samples_per_row, (row0 + rows) * samples_per_row)
-        fisher = empirical_fisher(model, layout, (X[take], y[take]), n_rows=rows, samples_per_row=samples_per_row,
-                                  out=buffer[:rows])
-        col_sq += np.einsum("ij,ij->j", buffer[:rows], buffer[:rows], dtype=np.float64)
-        store.write_rows(row0, buffer[:rows])
+    for first in tqdm(range(0, n_rows, chunk_rows), desc="Fisher rows", disable=not progress):
+        rows = min(chunk_rows, n_rows - first)
+        take = index[first * samples_per_row:(first + rows) * samples_per_row]
+        # the chunk's samples as batches that never split a row (an iterator: never read as one (X, y) pair)
+        chunk = Calibration(iter(list(calibration.samples(take, rows * samples_per_row))), calibration.name)
+        fisher = empirical_fisher(model, layout, chunk, n_rows=rows, samples_per_row=samples_per_row,
+                                  loss_fn=loss_fn, out=buffer[:rows])
+        for row in buffer[:rows]:  # one float64 row at a time (a float64 copy of the chunk would double it)
+            col_sq += np.square(row, dtype=np.float64)
+        store.write_rows(row0 + first, buffer[:rows])
         loss += fisher.loss * rows
-    return col_sq, loss
+    return col_sq, loss / max(n_rows, 1)
