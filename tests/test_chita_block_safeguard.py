@@ -131,7 +131,8 @@ def test_memory_plan_within_20_percent_of_measured_peak(digits):
     block_prune(DigitsMLP(hidden=(64, 64)), train, 0.5, n_rows=8)  # compiles the kernels: not part of the peak
     torch.manual_seed(0)
     model = DigitsMLP(hidden=(512, 512))
-    report = block_prune(model, train, 0.5, n_rows=192, line_search=False, seed=0)
+    report = block_prune(model, train, 0.5, n_rows=192, line_search=False, seed=0,
+                         solver_options={"max_iter": 20})  # 6 s instead of 4 minutes; the same memory
     predicted, measured = report.plan.process_bytes, report.peak_rss_increase
     assert measured > 100 * 2 ** 20  # well above the allocator's noise
     assert abs(predicted - measured) <= 0.2 * measured, (predicted / 2 ** 30, measured / 2 ** 30)

@@ -34,13 +34,30 @@ from ..core.batches import Calibration
 from ..core.fisher import empirical_fisher
 from ..core.losses import as_loss
 from ..core.memory import check_global_solve_memory
-from ..core.params import DEFAULT_IGNORE, DEFAULT_TARGETS, ParamLayout, select_parameters
+from ..core.params import (
+    DEFAULT_IGNORE,
+    DEFAULT_TARGETS,
+    ParamLayout,
+    select_parameters,
+)
 from ..core.patterns import Pattern, pattern_keep, row_length
 from ..core.report import LayerReport, PruneReport, StageReport
 from ..core.writeback import recompute_batchnorm as _recompute_batchnorm
-from ..core.writeback import strip_reparametrization, write_weights, write_weights_atomic
-from .blocks import (SCORES, allocate_budgets, gradient_weight, layer_budgets, make_blocks, rhs, screening_scores,
-                     solve_blocks)
+from ..core.writeback import (
+    strip_reparametrization,
+    write_weights,
+    write_weights_atomic,
+)
+from .blocks import (
+    SCORES,
+    allocate_budgets,
+    gradient_weight,
+    layer_budgets,
+    make_blocks,
+    rhs,
+    screening_scores,
+    solve_blocks,
+)
 from .safeguard import LossProbe, check_curvature, report_fallbacks, step_search
 from .schedules import SCHEDULES, sparsity_schedule
 
@@ -104,6 +121,17 @@ def _check_finite_weights(params, w, layout):
     if not np.isfinite(w).all():
         bad = [pp.name for pp, sl in layout.slices() if not np.isfinite(w[sl]).all()]
         raise ValueError(f"model has non-finite weights (NaN or inf) in {bad}: nothing sensible can be pruned")
+
+
+def resolve_gradient_term(gradient_term, loss, default):
+    """``gradient_term`` or, if None, ``default`` where the loss's Fisher rows are its gradients (rows from
+    sampled targets average to noise, not to the loss gradient); True with such rows is refused."""
+    if gradient_term is None:
+        return bool(default and loss.rows_are_gradients)
+    if gradient_term and not loss.rows_are_gradients:
+        raise ValueError(f"gradient_term=True needs Fisher rows that are the loss's gradients, but "
+                         f"{loss.description} draws its rows from sampled targets; leave gradient_term unset")
+    return bool(gradient_term)
 
 
 def _budget(sparsity, p):
@@ -276,12 +304,7 @@ def prune(model, data, sparsity=None, *, method="chita++", pattern=None, loss_fn
         raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
     lam = float(lam)
     loss = as_loss(loss_fn).bind(model)
-    if gradient_term is None:  # rows from sampled targets average to noise, not to the loss gradient
-        gradient_term = DEFAULTS["gradient_term"] and loss.rows_are_gradients
-    elif gradient_term and not loss.rows_are_gradients:
-        raise ValueError(f"gradient_term=True needs Fisher rows that are the loss's gradients, but "
-                         f"{loss.description} draws its rows from sampled targets; leave gradient_term unset")
-    gradient_term = bool(gradient_term)
+    gradient_term = resolve_gradient_term(gradient_term, loss, DEFAULTS["gradient_term"])
     gradient = gradient_weight(gradient_term, samples_per_row)
     n_stages = _check_positive_int("n_stages", DEFAULTS["n_stages"] if n_stages is None else n_stages)
     if hold_stages is None:  # without the gradient term a stage at an unchanged sparsity has nothing to do

@@ -67,12 +67,18 @@ from .oneshot import (
     _select,
     _stage_constraint,
     magnitude_keep,
+    resolve_gradient_term,
 )
 from .safeguard import LossProbe, report_fallbacks, step_search
 
 logger = logging.getLogger(__name__)
 
 STORE_DTYPES = {"float16": np.float16, "float32": np.float32}
+#: Block mode's default for the gradient term: off.  The Newton step of a block-diagonal Fisher estimated from
+#: few rows overshoots even when split over the blocks (:func:`gradient_shares`): on ResNet18 and
+#: MobileNetV3-small (benchmarks/block_safeguard.py) it moved the outputs 4.4 and 19.5 times their size where
+#: magnitude pruning moves them 0.10 and 0.38.
+BLOCK_GRADIENT_TERM = False
 RAM_STORE_ROOT = "/dev/shm"
 # float64 / bool vectors of length p the main process holds through the run (w̄, the column norms, keep0, the
 # solution w and keep, the magnitude support).
@@ -437,7 +443,8 @@ def prepare(model, data, sparsity, *, n_rows, samples_per_row, pattern, loss_fn,
             raise ValueError("block_size must be None or 'layer' with pattern='channel' (one block per layer)")
         block_size = "layer"
     lam = _check_lam(DEFAULTS["lam"] if lam is None else lam)
-    gradient_term = bool(DEFAULTS["gradient_term"] if gradient_term is None else gradient_term)
+    loss = as_loss(loss_fn).bind(model)
+    gradient_term = resolve_gradient_term(gradient_term, loss, BLOCK_GRADIENT_TERM)
     steps = _check_steps(line_search)
     loss_samples = _check_positive_int("loss_samples",
                                        DEFAULTS["loss_samples"] if loss_samples is None else loss_samples)
@@ -447,7 +454,6 @@ def prepare(model, data, sparsity, *, n_rows, samples_per_row, pattern, loss_fn,
     w_bar = layout.gather(np.float64)
     _check_finite_weights(params, w_bar, layout)
     blocks = block_list(layout, block_size, align=pattern.m if pattern.kind == "nm" else 1)
-    loss = as_loss(loss_fn).bind(model)
     settings = dict(n_rows=n_rows, samples_per_row=samples_per_row, lam=lam, gradient_term=gradient_term,
                     block_size=block_size, store_dtype=store_dtype, line_search=list(steps),
                     loss_samples=min(loss_samples, calibration.n_samples), seed=int(seed), pattern=str(pattern),
@@ -552,8 +558,9 @@ def block_prune(model, data, sparsity=None, *, n_rows, samples_per_row=1, patter
     Parameters
     ----------
     data, pattern, loss_fn, lam, gradient_term, line_search, loss_samples, solver_options, targets, ignore,
-    mask, seed : as in :func:`chita_nn.methods.oneshot.prune` (defaults: its ``DEFAULTS``); ``n_rows`` rows of
-        ``samples_per_row`` samples each are drawn with ``seed``.
+    mask, seed : as in :func:`chita_nn.methods.oneshot.prune` (defaults: its ``DEFAULTS``, except the gradient
+        term, off by default here: :data:`BLOCK_GRADIENT_TERM`); ``n_rows`` rows of ``samples_per_row`` samples
+        each are drawn with ``seed``.
     block_size : None (one block over all ``p`` weights: the global solve), ``"layer"`` or int (blocks of at
         most that many columns within each layer; aligned to ``m`` with an N:M pattern; ``pattern="channel"``
         always solves one block per layer).  Each block gets the share ``γ_B`` of the gradient term
