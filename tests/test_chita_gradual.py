@@ -99,6 +99,7 @@ def test_run_writes_log_plot_checkpoint_and_reaches_target(digits, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0, 1, 2] == [r["epoch"] for r in result.history]
     assert [r["event_sparsity"] for r in records] == [0.5, 0.8, None]
+    assert [r["magnitude_fallbacks"] is None for r in records] == [False, False, True]  # counted per event
     assert all(set(r) >= {"train_loss", "test_accuracy", "sparsity", "lr", "seconds"} for r in records)
     assert abs(result.sparsity - 0.8) < 1e-3 and 1e-5 <= records[-1]["lr"] < 1e-4
     assert (tmp_path / "progress.png").stat().st_size > 0 and (tmp_path / "final.pt").exists()

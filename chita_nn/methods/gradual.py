@@ -214,7 +214,8 @@ class _Trainer:
         report = prune(self.model, self.train, sparsity, method=self.config.method,
                        seed=self.config.seed + index, progress=self.progress, **options)
         self.optimizer.state.clear()  # momentum reset: SGD starts a new buffer at the next step
-        logger.info("prune event %d: sparsity %.4f in %.1fs", index, report.sparsity, report.time_total)
+        logger.info("prune event %d: sparsity %.4f in %.1fs%s", index, report.sparsity, report.time_total,
+                    f" ({report.fallback_summary})" if report.fallbacks else "")
         return report
 
     def train_epoch(self):
@@ -254,11 +255,11 @@ class _Trainer:
         """Prune event (if one is due), one epoch of fine-tuning, evaluation, checkpoint; the epoch's record."""
         t0 = time.perf_counter()
         record = {"epoch": self.epoch, "event_sparsity": None, "prune_seconds": None,
-                  "test_accuracy_after_prune": None}
+                  "test_accuracy_after_prune": None, "magnitude_fallbacks": None}
         if self.epoch in events:
             index, target = events[self.epoch]
             report = self.prune_event(index, target)
-            record.update(event_sparsity=target, prune_seconds=report.time_total,
+            record.update(event_sparsity=target, prune_seconds=report.time_total, magnitude_fallbacks=report.fallbacks,
                           test_accuracy_after_prune=evaluate(self.model, test)["accuracy"])
         try:
             train_loss = self.train_epoch()
