@@ -36,3 +36,13 @@ def torch_single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits_mlp():
+    """A digits MLP trained for 5 epochs and its training set (the block-mode tests' model)."""
+    from chita_nn.zoo.datasets import load_digits_data
+    from chita_nn.zoo.models import train_digits_mlp
+
+    train, _ = load_digits_data(seed=0)
+    return train_digits_mlp(train, epochs=5, seed=0), train

@@ -1,5 +1,5 @@
-"""Block-mode CHITA's safeguard (step search + magnitude fallback), its data / loss / pattern arguments, its
-memory plan, and ResNet18 / MobileNetV3-small at 32x32 against magnitude pruning."""
+"""Block-mode CHITA's safeguard (step search + magnitude fallback), its data / loss / pattern arguments and its
+memory plan (ResNet18 / MobileNetV3-small against magnitude pruning: benchmarks/block_safeguard.py, minutes)."""
 import copy
 import logging
 
@@ -7,27 +7,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from test_chita_scale import ROWS, weights
+from torch.utils.data import DataLoader
 
-from chita_nn.core.params import ParamLayout, select_parameters
 from chita_nn.methods import _scale_worker
 from chita_nn.methods.oneshot import magnitude_prune
-from chita_nn.methods.scale import _peak_rss_reset, block_prune, peak_rss_bytes, rss_bytes
-from chita_nn.zoo.datasets import load_digits_data
-from chita_nn.zoo.imagenet_models import mobilenet_v3_small, resnet18
-from chita_nn.zoo.models import ResNet20, train_digits_mlp
-
-ROWS = dict(n_rows=50, samples_per_row=4, seed=1)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    train, _ = load_digits_data(seed=0)
-    return train_digits_mlp(train, epochs=5, seed=0), train
-
-
-def weights(model):
-    return ParamLayout(select_parameters(model)).gather()
+from chita_nn.methods.scale import (
+    _peak_rss_reset,
+    block_prune,
+    peak_rss_bytes,
+    rss_bytes,
+)
 
 
 def smallest_weights(task):
@@ -38,8 +28,8 @@ def smallest_weights(task):
     return {"w": w_bar * keep, "keep": keep, "seconds": 0.0, "objectives": np.zeros(3)}
 
 
-def test_bad_solution_falls_back_to_magnitude(digits, monkeypatch, caplog):
-    model, train = digits
+def test_bad_solution_falls_back_to_magnitude(digits_mlp, monkeypatch, caplog):
+    model, train = digits_mlp
     got, expected = copy.deepcopy(model), copy.deepcopy(model)
     monkeypatch.setattr(_scale_worker, "solve_block", smallest_weights)
     with caplog.at_level(logging.WARNING, logger="chita_nn.methods.safeguard"):
@@ -53,8 +43,8 @@ def test_bad_solution_falls_back_to_magnitude(digits, monkeypatch, caplog):
     assert torch.equal(got.fc1.weight_mask, expected.fc1.weight_mask)
 
 
-def test_step_search_keeps_a_good_solution(digits):
-    model, train = digits
+def test_step_search_keeps_a_good_solution(digits_mlp):
+    model, train = digits_mlp
     report = block_prune(copy.deepcopy(model), train, 0.8, block_size=1000, **ROWS).prune
     stage = report.stages[0]
     assert report.fallbacks == 0 and stage.kept.startswith("α=") and report.fallback_summary == ""
@@ -62,9 +52,9 @@ def test_step_search_keeps_a_good_solution(digits):
     assert np.isfinite(stage.train_loss) and 0 < stage.overlap <= 1
 
 
-def test_dataloader_and_loss_fn_as_prune_takes_them(digits):
+def test_dataloader_and_loss_fn_as_prune_takes_them(digits_mlp):
     """A DataLoader holding the data as one batch draws the same rows as (X, y); loss_fn is used."""
-    model, train = digits
+    model, train = digits_mlp
     calls = []
 
     def loss_fn(output, target):
@@ -85,8 +75,8 @@ def test_dataloader_and_loss_fn_as_prune_takes_them(digits):
 
 
 @pytest.mark.parametrize("pattern", ["2:4", "channel"])
-def test_pattern_holds_on_every_mask(digits, pattern):
-    model, train = digits
+def test_pattern_holds_on_every_mask(digits_mlp, pattern):
+    model, train = digits_mlp
     got = copy.deepcopy(model)
     sparsity = None if pattern == "2:4" else 0.5
     report = block_prune(got, train, sparsity, pattern=pattern, block_size=None if pattern == "channel" else 250,
@@ -100,8 +90,8 @@ def test_pattern_holds_on_every_mask(digits, pattern):
             assert torch.all((mask.sum(dim=1) == 0) | (mask.sum(dim=1) == mask.shape[1]))
 
 
-def test_bad_arguments_name_the_argument_and_leave_the_model(digits):
-    model, train = digits
+def test_bad_arguments_name_the_argument_and_leave_the_model(digits_mlp):
+    model, train = digits_mlp
     before = copy.deepcopy(model.state_dict())
     for kwargs, match in [(dict(lam=-1.0), "lam"), (dict(line_search=[2.0]), "line_search"),
                           (dict(pattern="3:2"), "pattern"), (dict(pattern="channel", block_size=100), "block_size"),
@@ -119,14 +109,14 @@ def _peak_reset_works():
     return peak_rss_bytes() < rss_bytes() + 16 * 2 ** 20
 
 
-def test_memory_plan_within_20_percent_of_measured_peak(digits):
+def test_memory_plan_within_20_percent_of_measured_peak(digits_mlp):
     """The plan's ``process_bytes`` against the measured peak RSS increase (VmHWM per phase minus the RSS at
     the call's start) on a solve-dominated run: a 300k-weight MLP, 192 rows, one block."""
     from chita_nn.zoo.models import DigitsMLP
 
     if not _peak_reset_works():
         pytest.skip("the peak RSS counter cannot be reset here (/proc/self/clear_refs)")
-    _, train = digits
+    _, train = digits_mlp
     torch.manual_seed(0)
     block_prune(DigitsMLP(hidden=(64, 64)), train, 0.5, n_rows=8)  # compiles the kernels: not part of the peak
     torch.manual_seed(0)
@@ -136,3 +126,4 @@ def test_memory_plan_within_20_percent_of_measured_peak(digits):
     predicted, measured = report.plan.process_bytes, report.peak_rss_increase
     assert measured > 100 * 2 ** 20  # well above the allocator's noise
     assert abs(predicted - measured) <= 0.2 * measured, (predicted / 2 ** 30, measured / 2 ** 30)
+

@@ -12,17 +12,9 @@ from chita_nn.core.params import ParamLayout, select_parameters
 from chita_nn.methods.blocks import gradient_weight, rhs
 from chita_nn.methods.oneshot import DEFAULTS, prune
 from chita_nn.methods.scale import block_prune
-from chita_nn.zoo.datasets import load_digits_data
 from chita_nn.zoo.imagenet_models import MobileNetV1, resnet50
-from chita_nn.zoo.models import train_digits_mlp
 
 ROWS = dict(n_rows=50, samples_per_row=4, seed=1)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    train, _ = load_digits_data(seed=0)
-    return train_digits_mlp(train, epochs=5, seed=0), train
 
 
 def weights(model):
@@ -30,9 +22,9 @@ def weights(model):
 
 
 @pytest.mark.parametrize("block_size", [None, 1000])
-def test_block_mode_equals_in_memory_solve(digits, tmp_path, block_size):
+def test_block_mode_equals_in_memory_solve(digits_mlp, tmp_path, block_size):
     """One block (block_size=None) is the global CHITA solve; with blocks it is prune(block_size=...)."""
-    model, train = digits
+    model, train = digits_mlp
     expected, got = copy.deepcopy(model), copy.deepcopy(model)
     # without the gradient term the problem is well separated, so both paths give the same support
     prune(expected, train, 0.8, method="chita", line_search=False, block_size=block_size, gradient_term=False,
@@ -49,10 +41,10 @@ def test_block_mode_equals_in_memory_solve(digits, tmp_path, block_size):
     assert list(tmp_path.iterdir()) == []  # block files removed
 
 
-def test_block_mode_gradient_term_solves_the_same_problem(digits):
+def test_block_mode_gradient_term_solves_the_same_problem(digits_mlp):
     """With b = A w̄ − e/m both paths reach the same objective (their float rounding differs, and so may a few
     near-tied support entries)."""
-    model, train = digits
+    model, train = digits_mlp
     expected, got = copy.deepcopy(model), copy.deepcopy(model)
     prune(expected, train, 0.8, method="chita", line_search=False, gradient_term=True, **ROWS)
     block_prune(got, train, 0.8, store_dtype="float32", chunk_rows=16, gradient_term=True, line_search=False,
@@ -69,8 +61,8 @@ def test_block_mode_gradient_term_solves_the_same_problem(digits):
     assert np.mean((weights(expected) != 0) == (weights(got) != 0)) > 0.99
 
 
-def test_float16_store_is_close_to_float32(digits):
-    model, train = digits
+def test_float16_store_is_close_to_float32(digits_mlp):
+    model, train = digits_mlp
     a, b = copy.deepcopy(model), copy.deepcopy(model)
     block_prune(a, train, 0.8, block_size=1000, store_dtype="float32", **ROWS)
     report = block_prune(b, train, 0.8, block_size=1000, store_dtype="float16", **ROWS)
@@ -79,8 +71,8 @@ def test_float16_store_is_close_to_float32(digits):
     assert report.plan.store_bytes < 50 * wa.size * 4 * 0.6  # half of float32, plus the row scales
 
 
-def test_memory_refusal_is_clear_and_allocates_nothing(digits, tmp_path):
-    model, train = digits
+def test_memory_refusal_is_clear_and_allocates_nothing(digits_mlp, tmp_path):
+    model, train = digits_mlp
     before = copy.deepcopy(model.state_dict())
     with pytest.raises(MemoryError, match="max_bytes.*block_size"):
         block_prune(model, train, 0.8, max_bytes=10_000, store_dir=tmp_path, **ROWS)
@@ -89,8 +81,8 @@ def test_memory_refusal_is_clear_and_allocates_nothing(digits, tmp_path):
 
 
 @pytest.mark.slow
-def test_parallel_block_solves_equal_serial(digits):
-    model, train = digits
+def test_parallel_block_solves_equal_serial(digits_mlp):
+    model, train = digits_mlp
     a, b = copy.deepcopy(model), copy.deepcopy(model)
     block_prune(a, train, 0.8, block_size=1500, store_dtype="float32", **ROWS)
     report = block_prune(b, train, 0.8, block_size=1500, store_dtype="float32", workers=2, **ROWS)
