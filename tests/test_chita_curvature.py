@@ -169,3 +169,13 @@ def test_global_solve_too_large_for_the_budget_is_refused_before_the_fisher():
     model, X, y = fitted_regression()
     with pytest.raises(MemoryError, match="max_bytes"):
         prune(model, (X, y), 0.5, method="chita", loss_fn=losses.mse(fisher="true"), max_bytes=10_000, **FAST)
+
+
+def test_cli_loss_names_build_their_losses():
+    from chita_nn.zoo.user import LOSSES, make_loss
+
+    built = {name: make_loss(name) for name in LOSSES}
+    assert all(isinstance(loss, losses.Loss) for loss in built.values())
+    assert {name for name, loss in built.items() if not loss.rows_are_gradients} == {
+        "cross-entropy-true-fisher", "causal-lm-true-fisher", "mse-true-fisher", "distillation-mse",
+        "distillation-cosine"}

@@ -255,8 +255,9 @@ def add_prune_parser(subparsers, parents):
                    help="calibration data of a module:callable or hf: model: a factory returning (X, y), a "
                         "DataLoader or a list of batches (tensors, tuples or dicts)")
     p.add_argument("--loss", default=None, metavar="LOSS",
-                   help="loss of the Fisher rows: cross-entropy (default), causal-lm, distillation-mse, "
-                        "distillation-cosine, or module:callable (a loss (output, target) or (model, batch))")
+                   help="loss of the Fisher rows: cross-entropy (default), causal-lm, mse, distillation-mse, "
+                        "distillation-cosine, the first three with -true-fisher (rows from sampled targets), or "
+                        "module:callable (a loss (output, target) or (model, batch))")
     p.add_argument("--calibration", default="python-docs", metavar="FILE",
                    help="calibration text of an hf: model: a UTF-8 text file, or python-docs (CPython's help "
                         "topics, shipped with Python; default)")
