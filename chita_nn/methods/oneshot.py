@@ -336,6 +336,7 @@ def prune(model, data, sparsity=None, *, method="chita++", pattern=None, loss_fn
     stages = [sparsity] if start >= sparsity else sparsity_schedule(sparsity, ramp, schedule, start=start)
     stages += [sparsity] * hold_stages
     if block_size is None and scope == "global":  # one solve over all p weights: A + solver, checked before A
+        calibration.rows(n_rows, samples_per_row, seed)  # enough data for the rows? (its error comes first)
         for k_t in sorted({_budget(s_t, p) for s_t in stages}):
             check_global_solve_memory(n_rows, p, k_t, max_bytes=max_bytes)
     align = pattern.m if pattern.kind == "nm" else 1
