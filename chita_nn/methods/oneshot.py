@@ -107,6 +107,19 @@ def _check_positive_int(name, value):
     return int(value)
 
 
+def _check_lam(lam):
+    if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not (np.isfinite(lam) and lam >= 0.0):
+        raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
+    return float(lam)
+
+
+def _check_steps(line_search):
+    steps = tuple(DEFAULTS["line_search"] if line_search is None else (line_search or ()))
+    if any(isinstance(a, bool) or not (isinstance(a, numbers.Real) and 0.0 <= a <= 1.0) for a in steps):
+        raise ValueError(f"line_search steps must be numbers in [0, 1], got {list(steps)!r}")
+    return steps
+
+
 def _check_model(model):
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -299,10 +312,7 @@ def prune(model, data, sparsity=None, *, method="chita++", pattern=None, loss_fn
         while calibration.max_rows(samples_per_row) < n_rows:
             samples_per_row -= 1
     samples_per_row = _check_positive_int("samples_per_row", samples_per_row)
-    lam = DEFAULTS["lam"] if lam is None else lam
-    if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not (np.isfinite(lam) and lam >= 0.0):
-        raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
-    lam = float(lam)
+    lam = _check_lam(DEFAULTS["lam"] if lam is None else lam)
     loss = as_loss(loss_fn).bind(model)
     gradient_term = resolve_gradient_term(gradient_term, loss, DEFAULTS["gradient_term"])
     gradient = gradient_weight(gradient_term, samples_per_row)
@@ -317,9 +327,7 @@ def prune(model, data, sparsity=None, *, method="chita++", pattern=None, loss_fn
         n_stages, hold_stages = 1, 0
     else:
         options.setdefault("max_iter", DEFAULTS["stage_max_iter"])
-    steps = DEFAULTS["line_search"] if line_search is None else (line_search or ())
-    if any(not (isinstance(a, numbers.Real) and 0.0 <= a <= 1.0) for a in steps):
-        raise ValueError(f"line_search steps must be numbers in [0, 1], got {list(steps)!r}")
+    steps = _check_steps(line_search)
     loss_samples = DEFAULTS["loss_samples"] if loss_samples is None else loss_samples
     loss_samples = _check_positive_int("loss_samples", loss_samples)
     params, layout = _select(model, targets, ignore, pattern)

@@ -60,9 +60,11 @@ from .blocks import gradient_weight, make_blocks
 from .oneshot import (
     DEFAULTS,
     _check_finite_weights,
+    _check_lam,
     _check_model,
     _check_positive_int,
     _check_sparsity,
+    _check_steps,
     _finish,
     _select,
     _stage_constraint,
@@ -411,19 +413,6 @@ class BlockProblem:
     def magnitude_keep(self):
         return magnitude_keep(self.w_bar, self.layout.offsets, self.sparsity, "global",
                               self.pattern if self.pattern.structured else None, self.shapes)
-
-
-def _check_lam(lam):
-    if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not (np.isfinite(lam) and lam >= 0.0):
-        raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
-    return float(lam)
-
-
-def _check_steps(line_search):
-    steps = tuple(DEFAULTS["line_search"] if line_search is None else (line_search or ()))
-    if any(isinstance(a, bool) or not (isinstance(a, numbers.Real) and 0.0 <= a <= 1.0) for a in steps):
-        raise ValueError(f"line_search steps must be numbers in [0, 1], got {list(steps)!r}")
-    return steps
 
 
 def prepare(model, data, sparsity, *, n_rows, samples_per_row, pattern, loss_fn, lam, gradient_term, block_size,
