@@ -19,7 +19,6 @@ pattern, which may still change).  Each stage's solution ``w*`` (support
 ``S``) may be damped by a line search on the training loss over
 ``w(α) = P_S(w̄) + α (w* − P_S(w̄))``, a trust region on the quadratic model.
 """
-import copy
 import logging
 import numbers
 import time
@@ -44,8 +43,6 @@ from ..core.patterns import Pattern, pattern_keep, row_length
 from ..core.report import LayerReport, PruneReport, StageReport
 from ..core.writeback import recompute_batchnorm as _recompute_batchnorm
 from ..core.writeback import (
-    strip_reparametrization,
-    write_weights,
     write_weights_atomic,
 )
 from .blocks import (
@@ -58,7 +55,13 @@ from .blocks import (
     screening_scores,
     solve_blocks,
 )
-from .safeguard import LossProbe, check_curvature, report_fallbacks, step_search
+from .safeguard import (
+    LossProbe,
+    WorkingCopy,
+    check_curvature,
+    report_fallbacks,
+    step_search,
+)
 from .schedules import SCHEDULES, sparsity_schedule
 
 logger = logging.getLogger(__name__)
@@ -336,9 +339,7 @@ def prune(model, data, sparsity=None, *, method="chita++", pattern=None, loss_fn
     w = layout.gather(np.float64)
     _check_finite_weights(params, w, layout)
 
-    # Work on a plain (un-reparametrised) copy so that ``model`` is untouched until the write-back.
-    work = strip_reparametrization(copy.deepcopy(model))
-    work_params, work_layout = _select(work, targets, ignore, pattern)
+    work = WorkingCopy(model, lambda m: _select(m, targets, ignore, pattern))
     start = float(np.mean(w == 0.0))
     ramp = n_stages - hold_stages
     stages = [sparsity] if start >= sparsity else sparsity_schedule(sparsity, ramp, schedule, start=start)
@@ -352,19 +353,16 @@ def prune(model, data, sparsity=None, *, method="chita++", pattern=None, loss_fn
         blocks = [(0, p, 0)]
     else:
         blocks = make_blocks(slices, None if block_size in (None, "layer") else block_size, align=align)
-    probe = LossProbe(work, calibration, min(calibration.n_samples, loss_samples), loss, seed) if steps else None
+    probe = LossProbe(work.model, calibration, min(calibration.n_samples, loss_samples), loss, seed) if steps else None
     report = PruneReport(method, sparsity, settings=dict(
         n_rows=n_rows, samples_per_row=samples_per_row, lam=lam, gradient_term=gradient_term,
         n_stages=len(stages), hold_stages=hold_stages, schedule=schedule, scope=scope, block_size=block_size,
         score=score, line_search=list(steps), seed=seed, pattern=str(pattern), loss=loss.description))
 
-    def put(vec, support):
-        write_weights(work_params, work_layout.split(vec), work_layout.split(support), mask=False)
-
     A = None
     for t, s_t in enumerate(tqdm(stages, desc=f"{method} stages", disable=not progress, leave=False)):
         t0 = time.perf_counter()
-        fisher = empirical_fisher(work, work_params, calibration, n_rows=n_rows, samples_per_row=samples_per_row,
+        fisher = empirical_fisher(work.model, work.params, calibration, n_rows=n_rows, samples_per_row=samples_per_row,
                                   loss_fn=loss, out=A, max_bytes=max_bytes, seed=seed + t)
         A = fisher.A
         if not np.isfinite(fisher.grad).all():
@@ -389,7 +387,7 @@ def prune(model, data, sparsity=None, *, method="chita++", pattern=None, loss_fn
                             l0reg.objective(A, b, w_star, lam=lam, w_bar=w),
                             time_gradients=t_grad, time_solve=t_solve, objective_refit=refit,
                             overlap=float((keep & keep_mp).sum() / max(1, keep_mp.sum())))
-        w, keep = step_search(put, probe, w, w_star, keep, (w_mp, keep_mp), steps, stage)
+        w, keep = step_search(work.put, probe, w, w_star, keep, (w_mp, keep_mp), steps, stage)
         report.stages.append(stage)
         report.time_gradients += t_grad
         report.time_solve += t_solve

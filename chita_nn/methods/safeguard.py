@@ -16,6 +16,7 @@ the first-order loss change ``|a_iᵀ w̄|`` from removing every weight) below :
 the case of a loss at its minimum, e.g. a distillation loss without its Fisher form at the dense model
 (measured on the digits MLP: ρ = 0 for MSE, 1.8e-6 for 1 − cos; 1.1 for the cross-entropy).
 """
+import copy
 import logging
 
 import numpy as np
@@ -25,6 +26,7 @@ from ..core.batches import batch_size as samples_in
 from ..core.batches import to_device
 from ..core.losses import check_losses
 from ..core.runtime import eval_mode, model_device
+from ..core.writeback import strip_reparametrization, write_weights
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,19 @@ def check_curvature(A, w_bar, report, stage):
         logger.warning(message)
         report.warnings.append(message)
     return rho
+
+
+class WorkingCopy:
+    """A plain (un-reparametrised) deep copy of a model, so that the user's model is untouched until the
+    write-back; ``select(model) -> (params, layout)`` picks its pruned tensors, :meth:`put` writes into them."""
+
+    def __init__(self, model, select):
+        self.model = strip_reparametrization(copy.deepcopy(model))
+        self.params, self.layout = select(self.model)
+
+    def put(self, vec, support):
+        """Write the flat weights ``vec`` restricted to ``support`` (no masks)."""
+        write_weights(self.params, self.layout.split(vec), self.layout.split(support), mask=False)
 
 
 class LossProbe:

@@ -26,7 +26,6 @@ The store folder is a disk folder (``store_dir``) or, by default, a RAM-backed o
 way blocks are read and written with plain file I/O, so they never inflate the process RSS.
 """
 import concurrent.futures
-import copy
 import logging
 import multiprocessing
 import numbers
@@ -54,7 +53,6 @@ from ..core.params import DEFAULT_IGNORE, DEFAULT_TARGETS
 from ..core.patterns import Pattern
 from ..core.report import PruneReport, StageReport
 from ..core.runtime import eval_mode, model_device
-from ..core.writeback import strip_reparametrization, write_weights
 from . import _scale_worker
 from .blocks import gradient_weight, make_blocks
 from .oneshot import (
@@ -71,7 +69,7 @@ from .oneshot import (
     magnitude_keep,
     resolve_gradient_term,
 )
-from .safeguard import LossProbe, report_fallbacks, step_search
+from .safeguard import LossProbe, WorkingCopy, report_fallbacks, step_search
 
 logger = logging.getLogger(__name__)
 
@@ -516,15 +514,10 @@ def safeguard(model, problem, solution, keep_mp, stage, *, batch_size):
     if not problem.steps:
         return step_search(lambda vec, support: None, None, problem.w_bar, solution.w, solution.keep,
                            (w_mp, keep_mp), (), stage)
-    work = strip_reparametrization(copy.deepcopy(model))
-    work_params, work_layout = _select(work, problem.targets, problem.ignore, problem.pattern)
-    probe = LossProbe(work, problem.calibration, min(problem.calibration.n_samples, problem.loss_samples),
+    work = WorkingCopy(model, lambda m: _select(m, problem.targets, problem.ignore, problem.pattern))
+    probe = LossProbe(work.model, problem.calibration, min(problem.calibration.n_samples, problem.loss_samples),
                       problem.loss, problem.seed)
-
-    def put(vec, support):
-        write_weights(work_params, work_layout.split(vec), work_layout.split(support), mask=False)
-
-    return step_search(put, lambda: probe(batch_size), problem.w_bar, solution.w, solution.keep, (w_mp, keep_mp),
+    return step_search(work.put, lambda: probe(batch_size), problem.w_bar, solution.w, solution.keep, (w_mp, keep_mp),
                        problem.steps, stage)
 
 
