@@ -45,13 +45,18 @@ def make_blocks(layer_slices, block_size=None, align=1):
     return blocks
 
 
-def screening_scores(A, w_bar, kind="fisher"):
-    """Per-weight saliency: ``|w̄_j|`` (``"magnitude"``) or ``w̄_j² · ‖A_{:,j}‖²`` (``"fisher"``)."""
+def column_norms_sq(A):
+    """``‖A_{:,j}‖²`` of every column of ``A``, accumulated in float64."""
+    return np.einsum("ij,ij->j", A, A, dtype=np.float64, optimize=False)
+
+
+def screening_scores(w_bar, kind, col_sq):
+    """Per-weight saliency: ``|w̄_j|`` (``"magnitude"``) or ``w̄_j² · ‖A_{:,j}‖²`` (``"fisher"``; ``col_sq`` from
+    :func:`column_norms_sq`)."""
     if kind == "magnitude":
         return np.abs(w_bar)
     if kind == "fisher":
-        diag = np.einsum("ij,ij->j", A, A, dtype=np.float64, optimize=False)
-        return w_bar.astype(np.float64) ** 2 * diag
+        return w_bar.astype(np.float64) ** 2 * col_sq
     raise ValueError(f"score must be one of {SCORES}, got {kind!r}")
 
 

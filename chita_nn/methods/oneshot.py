@@ -33,35 +33,14 @@ from ..core.batches import Calibration
 from ..core.fisher import empirical_fisher
 from ..core.losses import as_loss
 from ..core.memory import check_global_solve_memory
-from ..core.params import (
-    DEFAULT_IGNORE,
-    DEFAULT_TARGETS,
-    ParamLayout,
-    select_parameters,
-)
+from ..core.params import DEFAULT_IGNORE, DEFAULT_TARGETS, ParamLayout, select_parameters
 from ..core.patterns import Pattern, pattern_keep, row_length
 from ..core.report import LayerReport, PruneReport, StageReport
 from ..core.writeback import recompute_batchnorm as _recompute_batchnorm
-from ..core.writeback import (
-    write_weights_atomic,
-)
-from .blocks import (
-    SCORES,
-    allocate_budgets,
-    gradient_weight,
-    layer_budgets,
-    make_blocks,
-    rhs,
-    screening_scores,
-    solve_blocks,
-)
-from .safeguard import (
-    LossProbe,
-    WorkingCopy,
-    check_curvature,
-    report_fallbacks,
-    step_search,
-)
+from ..core.writeback import write_weights_atomic
+from .blocks import (SCORES, allocate_budgets, column_norms_sq, gradient_weight, layer_budgets, make_blocks, rhs,
+                     screening_scores, solve_blocks)
+from .safeguard import LossProbe, WorkingCopy, check_curvature, report_fallbacks, step_search
 from .schedules import SCHEDULES, sparsity_schedule
 
 logger = logging.getLogger(__name__)
@@ -367,10 +346,11 @@ def prune(model, data, sparsity=None, *, method="chita++", pattern=None, loss_fn
         A = fisher.A
         if not np.isfinite(fisher.grad).all():
             raise ValueError(f"stage {t + 1}: the loss gradient is not finite (NaN or inf); model unchanged")
-        check_curvature(A, w, report, t + 1)
+        col_sq = column_norms_sq(A)  # one read of A for the curvature check and the screening score
+        check_curvature(col_sq, n_rows, w, report, t + 1)
         report.settings["rows"] = "per-sample" if fisher.per_sample else "mini-batch (batch-mean loss)"
         t_grad = time.perf_counter() - t0
-        scores = screening_scores(A, w, score)
+        scores = screening_scores(w, score, col_sq)
         budgets, keep0, projections = _stage_constraint(pattern, s_t, sparsity, scope, blocks, slices, shapes,
                                                         scores)
         b = rhs(A, w, gradient)

@@ -37,10 +37,10 @@ _FLAT_ADVICE = ("the loss has (almost) no gradient at these weights, so the solv
                 "model that fits its data")
 
 
-def check_curvature(A, w_bar, report, stage):
-    """``ρ = ‖A‖_F ‖w̄‖ / √n`` of stage ``stage``; ``ValueError`` if ``A`` is zero, a warning if ``ρ`` is tiny."""
-    flat = A.ravel(order="K")
-    rho = float(np.sqrt(np.dot(flat, flat)) * np.linalg.norm(w_bar) / np.sqrt(A.shape[0]))
+def check_curvature(col_sq, n_rows, w_bar, report, stage):
+    """``ρ = ‖A‖_F ‖w̄‖ / √n`` of stage ``stage`` from the column norms ``col_sq = ‖A_{:,j}‖²``; ``ValueError``
+    if ``A`` is zero, a warning if ``ρ`` is tiny."""
+    rho = float(np.sqrt(col_sq.sum()) * np.linalg.norm(w_bar) / np.sqrt(n_rows))
     if rho == 0.0:
         raise ValueError(f"stage {stage}: every Fisher row is zero ({report.settings.get('loss', 'loss_fn')}): "
                          f"{_FLAT_ADVICE}; model unchanged")
