@@ -179,3 +179,13 @@ def test_cli_loss_names_build_their_losses():
     assert {name for name, loss in built.items() if not loss.rows_are_gradients} == {
         "cross-entropy-true-fisher", "causal-lm-true-fisher", "mse-true-fisher", "distillation-mse",
         "distillation-cosine"}
+
+
+def test_block_mode_refuses_zero_fisher_rows_too():
+    from chita_nn.methods.scale import block_prune
+
+    model, X, y = fitted_regression()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match="every Fisher row is zero"):
+        block_prune(model, (X, y), 0.5, n_rows=32, loss_fn=losses.mse(), block_size="layer")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

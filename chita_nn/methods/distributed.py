@@ -21,7 +21,7 @@ import torch.distributed as dist
 from ..core.params import DEFAULT_IGNORE, DEFAULT_TARGETS
 from ..core.report import PruneReport
 from .oneshot import _check_positive_int, _finish
-from .safeguard import report_fallbacks
+from .safeguard import check_curvature, report_fallbacks
 from .scale import (
     BlockStore,
     prepare,
@@ -108,6 +108,9 @@ def distributed_block_prune(model, data, sparsity=None, *, n_rows, samples_per_r
         col_sq = torch.from_numpy(col_sq)
         dist.all_reduce(col_sq, group=group)
         col_sq = col_sq.numpy()
+        report = PruneReport("chita-block-distributed", problem.sparsity,
+                             settings=dict(problem.settings, world_size=world_size))
+        check_curvature(col_sq, n_rows, problem.w_bar, report, 1)  # the same on every rank
         t_grad = time.perf_counter() - t_start
         budgets, keep0, projections = problem.constraint(col_sq)
         keep_mp = problem.magnitude_keep()
@@ -133,8 +136,7 @@ def distributed_block_prune(model, data, sparsity=None, *, n_rows, samples_per_r
         chosen = [(w, keep, stage)]
     dist.broadcast_object_list(chosen, src=dist.get_global_rank(group, 0) if group is not None else 0, group=group)
     w, keep, stage = chosen[0]
-    report = PruneReport("chita-block-distributed", problem.sparsity, stages=[stage],
-                         settings=dict(problem.settings, world_size=world_size))
+    report.stages.append(stage)
     report_fallbacks(report)
     report.time_gradients, report.time_solve = t_grad, t_solve
     _finish(model, problem.params, problem.layout, w, keep, pattern=problem.pattern, mask=mask, report=report,

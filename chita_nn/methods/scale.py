@@ -69,7 +69,7 @@ from .oneshot import (
     magnitude_keep,
     resolve_gradient_term,
 )
-from .safeguard import LossProbe, WorkingCopy, report_fallbacks, step_search
+from .safeguard import LossProbe, WorkingCopy, check_curvature, report_fallbacks, step_search
 
 logger = logging.getLogger(__name__)
 
@@ -583,6 +583,8 @@ def block_prune(model, data, sparsity=None, *, n_rows, samples_per_row=1, patter
             col_sq, loss = stream_rows(model, layout, problem.calibration, problem.index, store,
                                        chunk_rows=chunk_rows, samples_per_row=m, loss_fn=problem.loss,
                                        progress=progress)
+        report = PruneReport("chita-block", problem.sparsity, settings=dict(problem.settings, workers=workers))
+        check_curvature(col_sq, problem.n_rows, problem.w_bar, report, 1)
         with _phase(phases, "solve"):
             budgets, keep0, projections = problem.constraint(col_sq)
             keep_mp = problem.magnitude_keep()
@@ -594,8 +596,7 @@ def block_prune(model, data, sparsity=None, *, n_rows, samples_per_row=1, patter
     stage = stage_report(problem, solution, keep_mp, phases["gradients"].seconds, phases["solve"].seconds)
     with _phase(phases, "safeguard"):
         w, keep = safeguard(model, problem, solution, keep_mp, stage, batch_size=plan.probe_batch)
-    report = PruneReport("chita-block", problem.sparsity, stages=[stage],
-                         settings=dict(problem.settings, workers=workers))
+    report.stages.append(stage)
     report_fallbacks(report)
     report.time_gradients, report.time_solve = phases["gradients"].seconds, phases["solve"].seconds
     logger.info("block solve: objective %.6g -> %.6g, kept %s, loss %.4g", stage.objective_start,
