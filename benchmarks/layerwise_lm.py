@@ -34,6 +34,10 @@ from pathlib import Path
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Idle OpenMP threads sleep instead of spinning (set before torch loads libgomp; inherited by the
+# llm-compressor subprocess): spinning threads of Numba's and torch's pools slowed the BLAS products and
+# parallel kernels between them (layer-wise CHITA: 30.0 -> 25.7 s on three SmolLM2 blocks).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 OURS = ("magnitude", "wanda", "sparsegpt", "chita")
@@ -176,6 +180,14 @@ def llmc_python(path):
 
 
 # --------------------------------------------------------------------------- our cells
+def chita_options(args):
+    """``solve_gram`` options of the CHITA cells: the layer-wise defaults, with the flags given over them."""
+    from chita_nn.methods.layerwise.chita import SOLVER_DEFAULTS
+
+    given = {"max_iter": args.chita_max_iter, "swaps": args.chita_swaps}
+    return {**SOLVER_DEFAULTS, **{key: value for key, value in given.items() if value is not None}}
+
+
 def run_ours(dense, method, setting, calibration, evaluation, args):
     """Prune a copy of ``dense`` with ``prune_layerwise``; ppl, time, memory and per-layer errors."""
     from _common import PeakMemory
@@ -184,7 +196,7 @@ def run_ours(dense, method, setting, calibration, evaluation, args):
 
     gc.collect()  # the previous cell's pruned model (prune hooks make reference cycles): out of the RSS
     model = copy.deepcopy(dense)
-    options = {"max_iter": args.chita_max_iter, "swaps": args.chita_swaps} if method == "chita" else None
+    options = chita_options(args) if method == "chita" else None
     with PeakMemory() as memory:
         start = time.perf_counter()
         report = prune_layerwise(model, calibration_batches(calibration, args.calib_batch), method=method,
@@ -218,7 +230,7 @@ def tables(cells, settings, methods):
         return out
 
     return [("Perplexity (lower is better)", rows("ppl"), columns),
-            ("Time to prune (s, loaded machine)", rows("seconds"), columns),
+            ("Time to prune (s; 2 cores, load averages in the run line)", rows("seconds"), columns),
             ("Peak RSS growth while pruning (MB; includes the rollback snapshot and torch prune's masks)",
              rows("peak_extra_rss_mb"), columns),
             ("Mean per-layer relative reconstruction error ‖X(W̄−W)ᵀ‖²/‖XW̄ᵀ‖²", rows("mean_error"),
@@ -268,8 +280,9 @@ def parse_args(argv=None):
     parser.add_argument("--eval-batch", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--chita-max-iter", type=int, default=10, help="IHT steps per round of solve_gram")
-    parser.add_argument("--chita-swaps", type=lambda s: s.lower() in ("1", "true", "yes"), default=False,
+    parser.add_argument("--chita-max-iter", type=int, default=None,
+                        help="IHT steps per round of solve_gram (default: the layer-wise mode's)")
+    parser.add_argument("--chita-swaps", type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
                         help="coordinate descent / swaps in solve_gram (slow on 576x1536 layers)")
     parser.add_argument("--llmc-python", default=os.environ.get("LLMC_PYTHON", "/work/venv-llmc/bin/python"),
                         help="Python of a venv with llmcompressor (separate from this one)")
@@ -320,9 +333,9 @@ def main(argv=None):
              f"{args.calib_segments} x {args.calib_len} tokens from the first half, perplexity on "
              f"{args.eval_segments} x {args.eval_len} tokens of the second half.",
              "Ours: chita_nn.methods.layerwise.prune_layerwise, row budgets, dampening 0.01, sequential blocks; "
-             f"CHITA: l0reg.solve_gram with max_iter={args.chita_max_iter}, swaps={args.chita_swaps}, "
+             f"CHITA: l0reg.solve_gram from the SparseGPT rows, options {chita_options(args)}, "
              "safeguarded per row by SparseGPT and Wanda.",
-             "Times and memory on a shared, loaded 2-core machine."]
+             "Times and memory on a 2-core machine; the run line gives its load averages."]
     notes += [f"{m}: skipped (no Python with llmcompressor at {args.llmc_python})" for m in skipped]
     notes += [f"{m} at {setting_label(s)} failed: {c['error']}" for (m, s), c in cells.items() if "error" in c]
     report(args.name, "Layer-wise pruning of SmolLM2-135M-Instruct (CPU)", tables(cells, args.settings, shown),

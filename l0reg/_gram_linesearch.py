@@ -18,15 +18,15 @@ from one batched product ``V @ H`` (the only O(p²) work of a step), and the
 new ``H d`` is ``H(u − w̄) − τ H v``, so the next gradient needs no product.
 
 Visited supports: the pieces up to the ``n_events``-th breakpoint (exact, from
-the projection), then supports sampled at geometric τ while their distance to
-the current one stays within ``max_changes`` coordinates. F never increases:
-the first piece contains τ = 0, i.e. ``w`` itself.
+the projection). F never increases: the first piece contains τ = 0, i.e. ``w``
+itself. (Sampling supports beyond the breakpoints at geometric τ, as a longer
+reach, gained nothing over more breakpoints on SmolLM2's layers and was dropped.)
 """
 import numpy as np
 from numba import njit, prange
 
-from ._gram_supports import group_topn_into, start_into, support_into, topk_into
-from ._kernels import topk_path_events
+from ._gram_supports import group_topn_into, start_into
+from ._kernels import _overtake_time, topk_path_events
 
 
 @njit(cache=True, parallel=True, fastmath=True)
@@ -89,70 +89,106 @@ def _minimize(mask, w, wbar, e, delta, hd, hv, lam):
 @njit(cache=True, fastmath=True)
 def _keep_best(mask, w, wbar, e, delta, hd, hv, lam, best_tau, best_val, best_mask, best_hd, best_hv):
     """Minimise along the current support S; if that beats ``best_val``, copy S and its
-    products into ``best_*``. Returns ``(best_tau, best_val, improved)``."""
+    products into ``best_*``. Returns ``(best_tau, best_val)``."""
     tau, val = _minimize(mask, w, wbar, e, delta, hd, hv, lam)
     if val < best_val:
         best_mask[:] = mask
         best_hd[:] = hd
         best_hv[:] = hv
-        return tau, val, True
-    return best_tau, best_val, False
+        return tau, val
+    return best_tau, best_val
+
+
+@njit(cache=True)
+def _largest_outside(y, mask0, count):
+    """The ``count`` indices outside S₀ of largest ``|y|``, largest first (ties: lowest index);
+    one pass with a short sorted list (``count`` is a few events)."""
+    idx = np.empty(count, dtype=np.int64)
+    val = np.empty(count)
+    filled = 0
+    if count <= 0:
+        return idx
+    for j in range(y.shape[0]):
+        if mask0[j]:
+            continue
+        v = abs(y[j])
+        if filled == count and v <= val[count - 1]:
+            continue
+        pos = filled if filled < count else count - 1
+        while pos > 0 and val[pos - 1] < v:
+            if pos < count:
+                idx[pos], val[pos] = idx[pos - 1], val[pos - 1]
+            pos -= 1
+        idx[pos], val[pos] = j, v
+        filled = min(filled + 1, count)
+    return idx[:filled]
 
 
 @njit(cache=True)
 def _topk_events(x, y, mask0, max_events):
     """Breakpoints of the top-k path from S₀ (``_kernels.topk_path_events``)."""
     support = np.flatnonzero(mask0)
-    outside = np.where(mask0, -1.0, np.abs(y))
-    n_rays = min(max_events + 1, x.shape[0] - support.shape[0])
-    top = np.zeros(outside.shape[0], dtype=np.bool_)
-    topk_into(outside, n_rays, top)
-    rays = np.flatnonzero(top)
-    rays = rays[np.argsort(-outside[rays], kind="mergesort")]
+    rays = _largest_outside(y, mask0, min(max_events + 1, x.shape[0] - support.shape[0]))
     return topk_path_events(x, y, support, rays, max_events)
 
 
 @njit(cache=True)
+def _group_next(x, y, cur, lo, hi, tau):
+    """First ``t > tau`` at which an entry outside the group's support overtakes one inside."""
+    best = np.inf
+    for a in range(lo, hi):
+        if cur[a]:
+            for b in range(lo, hi):
+                if not cur[b]:
+                    best = min(best, _overtake_time(x[a], y[a], x[b], y[b], tau))
+    return best
+
+
+@njit(cache=True)
+def _group_after(x, y, lo, hi, tau):
+    """First ``t > tau`` at which two magnitudes of the group cross (``2τ`` when none)."""
+    best = np.inf
+    for a in range(lo, hi):
+        for b in range(a + 1, hi):
+            for sgn in (1.0, -1.0):
+                den = y[a] - sgn * y[b]
+                if den != 0.0:
+                    t = (x[a] - sgn * x[b]) / den
+                    if tau < t < best:
+                        best = t
+    return best if np.isfinite(best) else 2.0 * tau
+
+
+@njit(cache=True)
 def _nm_events(x, y, mask0, n, m, max_events):
-    """Breakpoints of the N:M path ``τ ↦ supp P(x − τ y)``: within a group the
-    ranking changes only where two magnitudes cross, ``x_a − τ y_a = ±(x_b − τ y_b)``;
-    at each crossing (in increasing τ) the group is re-ranked just after it."""
+    """Breakpoints of the N:M path ``τ ↦ supp P(x − τ y)``. Groups change independently: each
+    keeps the time its support next changes (an outside magnitude overtaking an inside one);
+    the earliest group is re-ranked just after that time and its next time recomputed."""
     p = x.shape[0]
-    roots = np.empty(p * max(m - 1, 1) * 2)
-    groups = np.empty(roots.shape[0], dtype=np.int64)
-    count = 0
-    for lo in range(0, p, m):
-        hi = min(lo + m, p)
-        for a in range(lo, hi):
-            for b in range(a + 1, hi):
-                for sgn in (1.0, -1.0):
-                    den = y[a] - sgn * y[b]
-                    if den != 0.0:
-                        t = (x[a] - sgn * x[b]) / den
-                        if t > 0.0:
-                            roots[count] = t
-                            groups[count] = lo
-                            count += 1
-    order = np.argsort(roots[:count])
+    n_groups = -(-p // m)
+    next_t = np.empty(n_groups)
+    cur = mask0.copy()
+    for g in range(n_groups):
+        next_t[g] = _group_next(x, y, cur, g * m, min(g * m + m, p), 0.0)
     taus = np.empty(max_events)
     leaving = np.empty(max_events, dtype=np.int64)
     entering = np.empty(max_events, dtype=np.int64)
-    cur = mask0.copy()
     new = mask0.copy()
+    score = np.empty(p)
     n_ev = 0
-    for t in range(count):
+    # A group is picked at most once per crossing of two of its magnitudes (2 per pair).
+    for _ in range(n_groups * m * m + 1):
         if n_ev == max_events:
             break
-        tau = roots[order[t]]
-        after = 2.0 * tau
-        for u in range(t + 1, count):
-            if roots[order[u]] > tau:
-                after = roots[order[u]]
-                break
-        mid = 0.5 * (tau + after)
-        lo = groups[order[t]]
-        hi = min(lo + m, p)
-        group_topn_into(np.abs(x - mid * y), lo, hi, n, new)
+        g = np.argmin(next_t)
+        tau = next_t[g]
+        if not np.isfinite(tau):
+            break
+        lo, hi = g * m, min(g * m + m, p)
+        mid = 0.5 * (tau + _group_after(x, y, lo, hi, tau))
+        for j in range(lo, hi):
+            score[j] = abs(x[j] - mid * y[j])
+        group_topn_into(score, lo, hi, n, new)
         outs = [j for j in range(lo, hi) if cur[j] and not new[j]]
         ins = [j for j in range(lo, hi) if new[j] and not cur[j]]
         for q in range(min(len(outs), max_events - n_ev)):
@@ -162,12 +198,12 @@ def _nm_events(x, y, mask0, n, m, max_events):
             n_ev += 1
         for j in range(lo, hi):
             cur[j] = new[j]
+        next_t[g] = _group_next(x, y, cur, lo, hi, tau)
     return taus[:n_ev], leaving[:n_ev], entering[:n_ev]
 
 
 @njit(cache=True, fastmath=True)
-def _row_search(H, w, wbar, e, delta, scale, hd0, hv0, mask0, k, n, m, lam,
-                n_events, n_samples, max_changes, out_w, out_hd):
+def _row_search(H, w, wbar, e, delta, scale, hd0, hv0, mask0, n, m, lam, n_events, out_w, out_hd):
     """Line search of one row; writes the new row and ``H(w_new − w̄)``, returns F(w_new)."""
     p = w.shape[0]
     mask = mask0.copy()
@@ -187,30 +223,8 @@ def _row_search(H, w, wbar, e, delta, scale, hd0, hv0, mask0, k, n, m, lam,
         i, j = leaving[t], entering[t]
         _toggle(H, i, w[i], delta[i], False, mask, hd, hv)
         _toggle(H, j, w[j], delta[j], True, mask, hd, hv)
-        best_tau, best_val, _ = _keep_best(mask, w, wbar, e, delta, hd, hv, lam, best_tau, best_val,
-                                           best_mask, best_hd, best_hv)
-    last = taus[-1] if taus.shape[0] else 0.0
-    anchor = max(best_tau, last, 1e-300)
-    target = np.empty(p, dtype=np.bool_)
-    worse = 0
-    for s in range(n_samples):
-        support_into(np.abs(x - anchor * 2.0 ** (s + 1) * y), k, n, m, target)
-        if np.sum(target != mask) > 2 * max_changes:
-            break
-        for j in range(p):
-            if mask[j] and not target[j]:
-                _toggle(H, j, w[j], delta[j], False, mask, hd, hv)
-        for j in range(p):
-            if target[j] and not mask[j]:
-                _toggle(H, j, w[j], delta[j], True, mask, hd, hv)
-        best_tau, best_val, improved = _keep_best(mask, w, wbar, e, delta, hd, hv, lam, best_tau, best_val,
-                                                  best_mask, best_hd, best_hv)
-        if improved:
-            worse = 0
-        else:
-            worse += 1
-            if worse == 2:
-                break
+        best_tau, best_val = _keep_best(mask, w, wbar, e, delta, hd, hv, lam, best_tau, best_val,
+                                        best_mask, best_hd, best_hv)
     for j in range(p):
         out_w[j] = w[j] - best_tau * delta[j] if best_mask[j] else 0.0
         out_hd[j] = best_hd[j] - best_tau * best_hv[j]
@@ -218,8 +232,7 @@ def _row_search(H, w, wbar, e, delta, scale, hd0, hv0, mask0, k, n, m, lam,
 
 
 @njit(cache=True, parallel=True)
-def line_search_rows(H, rows, W, Wbar, E, HD, Delta, HV, masks0, scale, lam, ks, n, m,
-                     n_events, n_samples, max_changes):
+def line_search_rows(H, rows, W, Wbar, E, HD, Delta, HV, masks0, scale, lam, n, m, n_events):
     """:func:`_row_search` for every row of ``rows`` (row t of Delta/HV/masks0 is
     row ``rows[t]`` of the others); returns the new rows, their ``H d`` and F."""
     a = rows.shape[0]
@@ -230,6 +243,5 @@ def line_search_rows(H, rows, W, Wbar, E, HD, Delta, HV, masks0, scale, lam, ks,
     for t in prange(a):
         i = rows[t]
         values[t] = _row_search(H, W[i], Wbar[i], E[i], Delta[t], scale, HD[i], HV[t], masks0[t],
-                                ks[i], n, m, lam, n_events, n_samples, max_changes,
-                                W_new[t], HD_new[t])
+                                n, m, lam, n_events, W_new[t], HD_new[t])
     return W_new, HD_new, values

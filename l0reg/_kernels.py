@@ -242,6 +242,18 @@ def _overtake_time(a_in, c_in, a_out, c_out, t0):
 
 
 @njit(cache=True)
+def _first_overtake(a, c, ks, w_out, g_out, t0):
+    """``(t, pos)``: the earliest time after ``t0`` at which the outside line overtakes a support
+    entry, and that entry's position (lowest position on ties; ``(inf, -1)`` when never)."""
+    best_t, best_pos = np.inf, -1
+    for pos in range(ks):
+        t = _overtake_time(a[pos], c[pos], w_out, g_out, t0)
+        if t < best_t:
+            best_t, best_pos = t, pos
+    return best_t, best_pos
+
+
+@njit(cache=True)
 def topk_path_events(w, g, support, rays, max_events):
     """Breakpoints of ``τ ↦ supp P_k(w − τ g)`` for τ > 0, in increasing order.
 
@@ -250,6 +262,12 @@ def topk_path_events(w, g, support, rays, max_events):
     ``|g|`` (outside magnitudes ``τ|g_j|`` keep that order for every τ).
     Each event swaps one index out of the support and one in. Returns
     ``(taus, leaving, entering)`` for at most ``max_events`` events.
+
+    The candidates to enter are the current ray and the indices that left; each
+    keeps its first overtake time and position. An event changes one support
+    position, so only that position is re-scored against every candidate, and
+    a candidate scans the whole support only when it is new or its own target
+    left: O(k) per event instead of O(events·k).
     """
     ks = support.shape[0]
     cur = support.copy()
@@ -258,7 +276,10 @@ def topk_path_events(w, g, support, rays, max_events):
     for t in range(ks):
         a[t] = w[cur[t]]
         c[t] = g[cur[t]]
-    departed = np.empty(max_events, dtype=np.int64)
+    n_cand = max_events + 1  # slot 0: the current ray; then the departed indices
+    cand = np.full(n_cand, -1, dtype=np.int64)
+    cand_t = np.full(n_cand, np.inf)
+    cand_pos = np.full(n_cand, -1, dtype=np.int64)
     n_dep = 0
     taus = np.empty(max_events)
     leaving = np.empty(max_events, dtype=np.int64)
@@ -266,45 +287,46 @@ def topk_path_events(w, g, support, rays, max_events):
     ray_ptr = 0
     tau = 0.0
     n_ev = 0
+    if ks > 0 and rays.shape[0] > 0:
+        cand[0] = rays[0]
+        cand_t[0], cand_pos[0] = _first_overtake(a, c, ks, 0.0, g[cand[0]], 0.0)
     while n_ev < max_events and ks > 0:
-        best_t = np.inf
-        best_pos = -1
-        best_out = -1
-        best_from_ray = False
-        if ray_ptr < rays.shape[0]:
-            j = rays[ray_ptr]
-            gj = g[j]
-            for pos in range(ks):
-                t = _overtake_time(a[pos], c[pos], 0.0, gj, tau)
-                if t < best_t:
-                    best_t, best_pos, best_out, best_from_ray = t, pos, j, True
-        for d in range(n_dep):
-            j = departed[d]
-            for pos in range(ks):
-                t = _overtake_time(a[pos], c[pos], w[j], g[j], tau)
-                if t < best_t:
-                    best_t, best_pos, best_out, best_from_ray = t, pos, j, False
-        if best_pos < 0 or not np.isfinite(best_t):
+        best = -1
+        for q in range(1 + n_dep):
+            if cand[q] >= 0 and (best < 0 or cand_t[q] < cand_t[best]):
+                best = q
+        if best < 0 or not np.isfinite(cand_t[best]):
             break
+        best_t, best_pos, best_in = cand_t[best], cand_pos[best], cand[best]
         out_idx = cur[best_pos]
         taus[n_ev] = best_t
         leaving[n_ev] = out_idx
-        entering[n_ev] = best_out
+        entering[n_ev] = best_in
         n_ev += 1
-        cur[best_pos] = best_out
-        a[best_pos] = w[best_out]
-        c[best_pos] = g[best_out]
-        if best_from_ray:
-            ray_ptr += 1
-        else:
-            for d in range(n_dep):
-                if departed[d] == best_out:
-                    departed[d] = departed[n_dep - 1]
-                    n_dep -= 1
-                    break
-        departed[n_dep] = out_idx
-        n_dep += 1
+        cur[best_pos] = best_in
+        a[best_pos] = w[best_in]
+        c[best_pos] = g[best_in]
         tau = best_t
+        if best == 0:  # the ray entered: the next ray takes its slot
+            ray_ptr += 1
+            cand[0] = rays[ray_ptr] if ray_ptr < rays.shape[0] else -1
+            cand_pos[0] = -1
+        else:  # a departed index re-entered: the last departed takes its slot
+            cand[best], cand_t[best], cand_pos[best] = cand[n_dep], cand_t[n_dep], cand_pos[n_dep]
+            n_dep -= 1
+        n_dep += 1
+        cand[n_dep], cand_pos[n_dep] = out_idx, -1
+        for q in range(1 + n_dep):
+            j = cand[q]
+            if j < 0:
+                continue
+            w_out = 0.0 if q == 0 else w[j]
+            if cand_pos[q] < 0 or cand_pos[q] == best_pos or not cand_t[q] > tau:
+                cand_t[q], cand_pos[q] = _first_overtake(a, c, ks, w_out, g[j], tau)
+            else:
+                t = _overtake_time(a[best_pos], c[best_pos], w_out, g[j], tau)
+                if t < cand_t[q] or (t == cand_t[q] and best_pos < cand_pos[q]):
+                    cand_t[q], cand_pos[q] = t, best_pos
     return taus[:n_ev], leaving[:n_ev], entering[:n_ev]
 
 

@@ -77,7 +77,8 @@ def prune_layerwise(model, data, sparsity=None, *, method="chita", pattern=None,
     gram_dtype : torch dtype
         Precision of the ``XᵀX`` products (summed in float64).
     solver_options : dict, optional
-        Extra keyword arguments of :func:`l0reg.solve_gram` (``max_iter``, ``swaps``, ...) for 'chita'.
+        Keyword arguments of :func:`l0reg.solve_gram` (``max_iter``, ``swaps``, ...) for 'chita', over its
+        defaults here (``chita.SOLVER_DEFAULTS``: 6 IHT steps, no swaps).
     error_correction : bool
         Inside the repeated blocks, fit the dense model's outputs from the pruned model's inputs,
         ``min ‖X_d W̄ᵀ − X_p Wᵀ‖²`` (``X_d``: the layer's inputs in the dense model, ``X_p``: in the model pruned

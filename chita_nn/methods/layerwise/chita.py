@@ -4,11 +4,11 @@
     min_w ½(w − w̄_r)ᵀ H (w − w̄_r) + (λ/2)‖w − w̄_r‖²   subject to the budget (row, layer or N:M),
 
 with ``λ = dampening · mean(diag H)`` (the same ridge as SparseGPT's dampening).  ``solve_gram`` starts
-from the SparseGPT rows and the Wanda mask (``start=``: each row keeps the best of them, refitted;
-``solver_options={"start": None}`` restores the refitted magnitude and Wanda supports); SparseGPT and Wanda
-stay candidates, and every
-row (the whole layer under a layer budget) keeps the candidate of lowest reconstruction error ``dᵀHd``, so
-the result is never worse than SparseGPT's or Wanda's on the calibration data.
+from the SparseGPT rows (``start=``: the better of them and their refit; ``solver_options={"start": None}``
+restores the refitted magnitude and Wanda supports); SparseGPT and Wanda stay candidates, and every row (the
+whole layer under a layer budget) keeps the candidate of lowest reconstruction error ``dᵀHd``, so the result
+is never worse than SparseGPT's or Wanda's on the calibration data.  (Starting from the Wanda mask as well
+cost a third more solve time on SmolLM2 and lowered the mean layer error by 0.1%.)
 """
 import logging
 
@@ -23,15 +23,20 @@ from .wanda import wanda
 
 logger = logging.getLogger(__name__)
 
+#: ``solve_gram`` options of the layer-wise mode (``solver_options`` overrides them): 6 IHT steps and no
+#: swaps.  On SmolLM2-135M at 70% (3 blocks, quiet machine) 10 steps lowered the mean layer error by 1% for
+#: 20% more solve time, and swaps cost about 0.2–1 s per layer.
+SOLVER_DEFAULTS = {"max_iter": 6, "swaps": False}
+
 
 def chita(W, H, budget, *, dampening=0.01, factor=None, solver_options=None, **_):
     """``(W_new, keep)`` from ``solve_gram``, safeguarded by SparseGPT and Wanda (see the module)."""
     r, p = W.shape
     W_sgpt, keep_sgpt = sparsegpt(W, H, budget, dampening=dampening, factor=factor)
     W_wanda, keep_wanda = wanda(W, H, budget)
-    starts = [W_sgpt.double().cpu().numpy(), keep_wanda.cpu().numpy()]
+    starts = [W_sgpt.double().cpu().numpy()]
     result = l0reg.solve_gram(H.cpu().numpy(), W.cpu().numpy(), lam=ridge(H, dampening),
-                              **budget.solve_gram_args(r, p), **{"start": starts, **(solver_options or {})})
+                              **budget.solve_gram_args(r, p), **{"start": starts, **SOLVER_DEFAULTS, **(solver_options or {})})
     logger.debug("solve_gram: %r", result)
     candidates = [(torch.from_numpy(result.coef).to(W), torch.from_numpy(result.mask).to(W.device)),
                   (W_sgpt, keep_sgpt), (W_wanda, keep_wanda)]
