@@ -172,6 +172,14 @@ def plain_iht(A, b, k, n_iter, *, lam=0.0, w_bar=None, w0=None):
 
 
 # --------------------------------------------------------------------------- reporting
+def layerwise_chita_options(max_iter=None, swaps=None):
+    """``solve_gram`` options of layer-wise CHITA cells: the library's defaults, with the given ones over them."""
+    from chita_nn.methods.layerwise.chita import SOLVER_DEFAULTS
+
+    given = {"max_iter": max_iter, "swaps": swaps}
+    return {**SOLVER_DEFAULTS, **{key: value for key, value in given.items() if value is not None}}
+
+
 def environment(args):
     """Machine (usable CPUs, thread settings), library versions, arguments and the load average at start."""
     import numba

@@ -8,7 +8,8 @@ dense rows W̄ Gaussian. Constraints: 50%, 70%, 80% per row, and 2:4;
 λ = dampening·mean(diag H), dampening = 1e-3 (SparseGPT's percdamp).
 
 Reported per shape and constraint: the time of one IHT step on all rows against
-one BLAS product ``W @ H`` (float64), the solve time from the default start
+one BLAS product ``W @ H`` (float64), the solve time with the layer-wise mode's
+options (``chita_nn.methods.layerwise.chita.SOLVER_DEFAULTS``) from the default start
 (magnitude/Wanda) and from SparseGPT's result (``start=``), and the layer's total
 objective ``Σ_r ½(w_r − w̄_r)ᵀH(w_r − w̄_r) + …`` relative to SparseGPT
 (``chita_nn.methods.layerwise.sparsegpt``, its support refitted exactly) and to
@@ -27,6 +28,7 @@ import torch
 import l0reg
 from _common import best_time, environment, report, timed
 from chita_nn.methods.layerwise.budget import Budget
+from chita_nn.methods.layerwise.chita import SOLVER_DEFAULTS
 from chita_nn.methods.layerwise.sparsegpt import sparsegpt
 from l0reg._gram_refit import exact_refit_rows
 from l0reg._gram_supports import row_masks
@@ -97,7 +99,7 @@ def run(r, p, name, args):
            "step_ratio": step / product, "sparsegpt_refit": sgpt, "wanda_refit": wanda}
     small = l0reg.solve_gram(small_H, small_W, lam=lam, **small_kw).coef  # a feasible dense start
     for label, start, small_start in (("default", None, None), ("sgpt", W_sgpt, small)):
-        res, seconds = timed(lambda: l0reg.solve_gram(H, Wbar, lam=lam, start=start, **kw),
+        res, seconds = timed(lambda: l0reg.solve_gram(H, Wbar, lam=lam, start=start, **kw, **SOLVER_DEFAULTS),
                              warmup=lambda: l0reg.solve_gram(small_H, small_W, lam=lam, start=small_start, **small_kw))
         total = float(res.objective.sum())
         row.update({f"{label}_s": seconds, f"{label}_vs_sgpt": total / sgpt, f"{label}_vs_wanda": total / wanda,

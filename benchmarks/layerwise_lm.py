@@ -180,23 +180,15 @@ def llmc_python(path):
 
 
 # --------------------------------------------------------------------------- our cells
-def chita_options(args):
-    """``solve_gram`` options of the CHITA cells: the layer-wise defaults, with the flags given over them."""
-    from chita_nn.methods.layerwise.chita import SOLVER_DEFAULTS
-
-    given = {"max_iter": args.chita_max_iter, "swaps": args.chita_swaps}
-    return {**SOLVER_DEFAULTS, **{key: value for key, value in given.items() if value is not None}}
-
-
 def run_ours(dense, method, setting, calibration, evaluation, args):
     """Prune a copy of ``dense`` with ``prune_layerwise``; ppl, time, memory and per-layer errors."""
-    from _common import PeakMemory
+    from _common import PeakMemory, layerwise_chita_options
 
     from chita_nn.methods.layerwise import prune_layerwise
 
     gc.collect()  # the previous cell's pruned model (prune hooks make reference cycles): out of the RSS
     model = copy.deepcopy(dense)
-    options = chita_options(args) if method == "chita" else None
+    options = layerwise_chita_options(args.chita_max_iter, args.chita_swaps) if method == "chita" else None
     with PeakMemory() as memory:
         start = time.perf_counter()
         report = prune_layerwise(model, calibration_batches(calibration, args.calib_batch), method=method,
@@ -300,7 +292,7 @@ def main(argv=None):
     if args.llmc_worker:
         return llmc_worker(args.llmc_worker)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _common import RESULTS_DIR, environment, report
+    from _common import RESULTS_DIR, environment, layerwise_chita_options, report
 
     meta = environment(args)
     dense, tokenizer = load_model(model_folder())
@@ -333,7 +325,8 @@ def main(argv=None):
              f"{args.calib_segments} x {args.calib_len} tokens from the first half, perplexity on "
              f"{args.eval_segments} x {args.eval_len} tokens of the second half.",
              "Ours: chita_nn.methods.layerwise.prune_layerwise, row budgets, dampening 0.01, sequential blocks; "
-             f"CHITA: l0reg.solve_gram from the SparseGPT rows, options {chita_options(args)}, "
+             f"CHITA: l0reg.solve_gram from the SparseGPT rows, options "
+             f"{layerwise_chita_options(args.chita_max_iter, args.chita_swaps)}, "
              "safeguarded per row by SparseGPT and Wanda.",
              "Times and memory on a 2-core machine; the run line gives its load averages."]
     notes += [f"{m}: skipped (no Python with llmcompressor at {args.llmc_python})" for m in skipped]

@@ -29,7 +29,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import environment, report  # noqa: E402
+from _common import environment, layerwise_chita_options, report  # noqa: E402
 
 from chita_nn import losses, magnitude_prune  # noqa: E402
 from chita_nn.methods.oneshot import prune as prune_fisher  # noqa: E402
@@ -67,7 +67,7 @@ def prune(model, method, setting, calibration, args):
         return prune_fisher(model, calibration, method="chita", loss_fn=losses.distillation("cosine"),
                             n_rows=FISHER_ROWS, samples_per_row=1, ignore=IGNORE,
                             block_size="layer" if method == "chita-block" else None, **kwargs)
-    options = {"max_iter": args.chita_max_iter, "swaps": args.chita_swaps} if method == "chita" else None
+    options = layerwise_chita_options(args.chita_max_iter, args.chita_swaps) if method == "chita" else None
     return prune_layerwise(model, calibration, method=method, per_row=method != "magnitude", ignore=IGNORE,
                            solver_options=options, error_correction=args.error_correction, **kwargs)
 
@@ -82,8 +82,9 @@ def main(argv=None):
     parser.add_argument("--eval", type=int, default=512, help="evaluation sentences")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--chita-max-iter", type=int, default=20)
-    parser.add_argument("--chita-swaps", type=lambda s: s.lower() in ("1", "true", "yes"), default=True)
+    parser.add_argument("--chita-max-iter", type=int, default=None, help="default: the layer-wise mode's")
+    parser.add_argument("--chita-swaps", type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
+                        help="default: the layer-wise mode's")
     parser.add_argument("--name", default="minilm")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -125,7 +126,8 @@ def main(argv=None):
              f"half of the topics, {args.eval} evaluation sentences from the second half.",
              "magnitude-global: chita_nn.magnitude_prune(scope='global'); the others: prune_layerwise with row "
              "budgets (magnitude: per-layer budget), dampening 0.01, sequential blocks; CHITA: l0reg.solve_gram "
-             f"with max_iter={args.chita_max_iter}, swaps={args.chita_swaps}, safeguarded by SparseGPT and Wanda.",
+             f"from the SparseGPT rows, options {layerwise_chita_options(args.chita_max_iter, args.chita_swaps)}, "
+             "safeguarded by SparseGPT and Wanda.",
              f"chita-global / chita-block: chita_nn.prune(method='chita', loss_fn=losses.distillation('cosine'), "
              f"n_rows={FISHER_ROWS}, samples_per_row=1) over the same calibration sentences (gradient term off: "
              f"the rows are Gauss-Newton probes), block_size None / 'layer'."]

@@ -96,6 +96,35 @@ def exact_refit_rows(H, C, Wbar, lam, masks):
     return out
 
 
+@njit(cache=True, parallel=True, fastmath=True)
+def _cg_step(Q, P, P32, W, R, rz, masks, inv_diag, lam, stop):
+    """One CG step of every row from its product ``Q = P @ H`` (float32), all vectors updated in
+    one pass per row; returns which rows keep running."""
+    a, p = P.shape
+    running = np.zeros(a, dtype=np.bool_)
+    for t in prange(a):
+        q = np.empty(p)
+        curv = 0.0
+        for j in range(p):
+            q[j] = Q[t, j] + lam * P[t, j] if masks[t, j] else 0.0
+            curv += P[t, j] * q[j]
+        if not curv > 0.0:
+            continue
+        alpha = rz[t] / curv
+        rz_new = 0.0
+        for j in range(p):
+            W[t, j] += alpha * P[t, j]
+            R[t, j] -= alpha * q[j]
+            rz_new += R[t, j] * R[t, j] * inv_diag[j]
+        beta = rz_new / rz[t] if rz[t] > 0.0 else 0.0
+        for j in range(p):
+            P[t, j] = R[t, j] * inv_diag[j] + beta * P[t, j]
+            P32[t, j] = P[t, j]
+        rz[t] = rz_new
+        running[t] = rz_new > stop[t]
+    return running
+
+
 def cg_refit_rows(H, C, Wbar, lam, masks, start, n_iter, rtol=CG_RTOL):
     """At most ``n_iter`` steps of Jacobi-preconditioned CG on every row's normal equations,
     from ``start`` (restricted to the masks); one product ``P @ H`` of the rows still
@@ -104,31 +133,25 @@ def cg_refit_rows(H, C, Wbar, lam, masks, start, n_iter, rtol=CG_RTOL):
     H32 = H.astype(np.float32)
     inv_diag = 1.0 / np.maximum(np.diag(H) + lam, np.finfo(np.float64).tiny)
     target = np.where(masks, C + lam * Wbar, 0.0)
-    W = np.where(masks, start, 0.0)
-    R = np.where(masks, target - W @ H - lam * W, 0.0)
-    Z = R * inv_diag
-    P = Z.copy()
-    rz = np.einsum("ij,ij->i", R, Z)
+    out = np.where(masks, start, 0.0)
+    R = np.where(masks, target - out @ H - lam * out, 0.0)
+    rz = np.einsum("ij,ij->i", R * inv_diag, R)
     stop = rtol * rtol * np.einsum("ij,ij->i", target * inv_diag, target)
     rows = np.flatnonzero(rz > stop)
+    # The running rows, compacted (written back to ``out`` when some stop).
+    W, R, P, M = out[rows], R[rows], R[rows] * inv_diag, masks[rows]
+    rz, stop = rz[rows], stop[rows]
+    P32 = P.astype(np.float32)
     for _ in range(n_iter):
         if rows.size == 0:
             break
-        Pa = P[rows]
-        Q = (Pa.astype(np.float32) @ H32).astype(np.float64)
-        Q += lam * Pa
-        Q *= masks[rows]
-        curv = np.einsum("ij,ij->i", Pa, Q)
-        alpha = np.divide(rz[rows], curv, out=np.zeros(rows.size), where=curv > 0)
-        W[rows] += alpha[:, None] * Pa
-        R[rows] -= alpha[:, None] * Q
-        Z[rows] = R[rows] * inv_diag
-        rz_new = np.einsum("ij,ij->i", R[rows], Z[rows])
-        beta = np.divide(rz_new, rz[rows], out=np.zeros(rows.size), where=rz[rows] > 0)
-        P[rows] = Z[rows] + beta[:, None] * Pa
-        rz[rows] = rz_new
-        rows = rows[(rz_new > stop[rows]) & (curv > 0)]
-    return W
+        running = _cg_step(P32 @ H32, P, P32, W, R, rz, M, inv_diag, lam, stop)
+        if not running.all():
+            out[rows] = W
+            rows = rows[running]
+            W, R, P, P32, M, rz, stop = (x[running] for x in (W, R, P, P32, M, rz, stop))
+    out[rows] = W
+    return out
 
 
 def exact_is_cheap(p, masks):
