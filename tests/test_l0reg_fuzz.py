@@ -3,7 +3,6 @@ every problem, and the enumerated optimum where C(p, k) is small.
 
 The full run (5,000 problems, with a table) is ``benchmarks/fuzz_l0reg.py``.
 """
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
