@@ -102,7 +102,8 @@ def _keep_best(mask, w, wbar, e, delta, hd, hv, lam, best_tau, best_val, best_ma
 @njit(cache=True)
 def _largest_outside(y, mask0, count):
     """The ``count`` indices outside S₀ of largest ``|y|``, largest first (ties: lowest index);
-    one pass with a short sorted list (``count`` is a few events)."""
+    one pass with a short sorted list (``count`` is a few events). The in-kernel counterpart of
+    ``projection.largest`` (numpy, a partition: the better choice for large counts)."""
     idx = np.empty(count, dtype=np.int64)
     val = np.empty(count)
     filled = 0
