@@ -85,7 +85,10 @@ class Design:
             dense[idx] = x
             return self.matvec(dense)
         out = np.empty(self.n)
-        self._pick(kern.cols_matvec_f if self.fortran else kern.cols_matvec_c, idx.size)(self.A, idx, x, out)
+        if self.fortran:
+            self._pick(kern.cols_matvec_f, idx.size)(self.A, idx, x, out, self._runs(idx.size))
+        else:
+            self._pick(kern.cols_matvec_c, idx.size)(self.A, idx, x, out)
         return self._scaled(out)
 
     def _dense_fraction(self):
@@ -93,7 +96,14 @@ class Design:
 
     def _pick(self, kernel, n_cols):
         """The serial or the parallel build of ``kernel`` for a product over ``n_cols`` columns."""
-        return kernel.parallel if self.n * n_cols >= _PARALLEL_MIN_WORK else kernel
+        return kernel.parallel if self._parallel(n_cols) else kernel
+
+    def _parallel(self, n_cols):
+        return self.n * n_cols >= _PARALLEL_MIN_WORK
+
+    def _runs(self, n_cols):
+        """Column runs of the Fortran-order product kernels: one per Numba thread when they run in parallel."""
+        return numba.get_num_threads() if self._parallel(n_cols) else 1
 
     def residual(self, b, idx, x):
         """``b − Â[:, idx] @ x`` accumulated in float64 (see ``cols_matvec``)."""
@@ -129,8 +139,10 @@ class Design:
             dense_x[idx], dense_y[idx] = x, y
             self._pick(kern.matvec2_c, self.p)(self.A, dense_x, dense_y, out_x, out_y)
             return
-        kernel = self._pick(kern.cols_matvec2_f if self.fortran else kern.cols_matvec2_c, idx.size)
-        kernel(self.A, idx, x, y, out_x, out_y)
+        if self.fortran:
+            self._pick(kern.cols_matvec2_f, idx.size)(self.A, idx, x, y, out_x, out_y, self._runs(idx.size))
+        else:
+            self._pick(kern.cols_matvec2_c, idx.size)(self.A, idx, x, y, out_x, out_y)
 
     def step_direction(self, r, w, w_bar, nlam, inv_diag):
         """``(g, q)``: the preconditioned gradient ``g = D⁻¹∇F(w) = D⁻¹(nλ(w − w̄) − Âᵀr)`` and

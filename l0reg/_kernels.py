@@ -13,7 +13,8 @@ import types
 import numpy as np
 from numba import njit, prange
 
-_ROW_BLOCK = 256
+#: Rows per private accumulator of the column-streaming kernels (16 KB of float64: in L1/L2).
+_ACC_ROWS = 2048
 
 
 def serial_and_parallel(func):
@@ -40,25 +41,27 @@ def dot(x, y):
 
 # --------------------------------------------------------------------------- products
 @serial_and_parallel
-def cols_matvec_f(A, idx, x, out):
-    """``out = A[:, idx] @ x`` for Fortran-ordered ``A``, by row chunks (one per
-    thread in ``.parallel``).
+def cols_matvec_f(A, idx, x, out, runs):
+    """``out = A[:, idx] @ x`` for Fortran-ordered ``A``.
 
-    Each chunk accumulates into a private buffer, which the compiler knows
-    aliases nothing, so the inner loop over contiguous column entries vectorises.
+    The columns are split into ``runs`` consecutive runs (one per thread in ``.parallel``); each run streams
+    its columns whole, in ``_ACC_ROWS``-row slices, into a private float64 accumulator that stays in cache.
+    (Slicing by rows first and visiting every column per slice read 1 KB per column and page: 2-6x slower.)
     """
     n = A.shape[0]
-    nchunks = (n + _ROW_BLOCK - 1) // _ROW_BLOCK
-    for c in prange(nchunks):
-        lo = c * _ROW_BLOCK
-        hi = min(n, lo + _ROW_BLOCK)
-        acc = np.zeros(hi - lo)
-        for t in range(idx.shape[0]):
-            j = idx[t]
-            xt = x[t]
-            for i in range(hi - lo):
-                acc[i] += A[lo + i, j] * xt
-        out[lo:hi] = acc
+    acc = np.zeros((runs, n))
+    for c in prange(runs):
+        t0, t1 = c * idx.shape[0] // runs, (c + 1) * idx.shape[0] // runs
+        for lo in range(0, n, _ACC_ROWS):
+            hi = min(n, lo + _ACC_ROWS)
+            buf = np.zeros(hi - lo)
+            for t in range(t0, t1):
+                col = A[lo:hi, idx[t]]  # a 1-d contiguous view: the loop below vectorises
+                xt = x[t]
+                for i in range(hi - lo):
+                    buf[i] += col[i] * xt
+            acc[c, lo:hi] = buf
+    _sum_runs(acc, out)
 
 
 @serial_and_parallel
@@ -73,27 +76,47 @@ def cols_matvec_c(A, idx, x, out):
 
 
 @serial_and_parallel
-def cols_matvec2_f(A, idx, x, y, out_x, out_y):
+def cols_matvec2_f(A, idx, x, y, out_x, out_y, runs):
     """``out_x += A[:, idx] @ x`` and ``out_y += A[:, idx] @ y`` in one read of the
-    columns (Fortran order, private row-chunk accumulators as in ``cols_matvec_f``)."""
+    columns (Fortran order, column runs and private accumulators as in ``cols_matvec_f``)."""
     n = A.shape[0]
-    nchunks = (n + _ROW_BLOCK - 1) // _ROW_BLOCK
-    for c in prange(nchunks):
-        lo = c * _ROW_BLOCK
-        hi = min(n, lo + _ROW_BLOCK)
-        acc_x = np.zeros(hi - lo)
-        acc_y = np.zeros(hi - lo)
-        for t in range(idx.shape[0]):
-            j = idx[t]
-            xt = x[t]
-            yt = y[t]
-            for i in range(hi - lo):
-                a = A[lo + i, j]
-                acc_x[i] += a * xt
-                acc_y[i] += a * yt
-        for i in range(hi - lo):
-            out_x[lo + i] += acc_x[i]
-            out_y[lo + i] += acc_y[i]
+    acc_x = np.zeros((runs, n))
+    acc_y = np.zeros((runs, n))
+    for c in prange(runs):
+        t0, t1 = c * idx.shape[0] // runs, (c + 1) * idx.shape[0] // runs
+        for lo in range(0, n, _ACC_ROWS):
+            hi = min(n, lo + _ACC_ROWS)
+            buf_x = np.zeros(hi - lo)
+            buf_y = np.zeros(hi - lo)
+            for t in range(t0, t1):
+                col = A[lo:hi, idx[t]]
+                xt = x[t]
+                yt = y[t]
+                for i in range(hi - lo):
+                    a = col[i]
+                    buf_x[i] += a * xt
+                    buf_y[i] += a * yt
+            acc_x[c, lo:hi] = buf_x
+            acc_y[c, lo:hi] = buf_y
+    _add_runs(acc_x, out_x)
+    _add_runs(acc_y, out_y)
+
+
+@njit(cache=True, fastmath=True)
+def _add_runs(acc, out):
+    """``out += Σ_c acc[c]``."""
+    for i in range(out.shape[0]):
+        s = 0.0
+        for c in range(acc.shape[0]):
+            s += acc[c, i]
+        out[i] += s
+
+
+@njit(cache=True, fastmath=True)
+def _sum_runs(acc, out):
+    """``out = Σ_c acc[c]``."""
+    out[:] = 0.0
+    _add_runs(acc, out)
 
 
 @serial_and_parallel
@@ -185,9 +208,10 @@ def gather_cols(A, idx, lo, hi, inv, out):
     """``out = inv · A[lo:hi, idx]`` in float64 (any layout of A; ``out`` Fortran-ordered):
     no copy of the block in A's dtype on the way."""
     for t in range(idx.shape[0]):
-        j = idx[t]
-        for i in range(lo, hi):
-            out[i - lo, t] = A[i, j] * inv
+        col = A[lo:hi, idx[t]]  # 1-d views: the copy vectorises (3.5x faster than indexing A[i, j])
+        dst = out[:, t]
+        for i in range(hi - lo):
+            dst[i] = col[i] * inv
 
 
 @njit(cache=True)
@@ -396,15 +420,22 @@ def column_norms_sq(A, inv, out):
 
 @serial_and_parallel
 def max_abs(x):
-    """``max_i |x_i|`` of a 1-D array (by chunks, reduced in parallel in ``.parallel``)."""
-    chunk = 1 << 16
+    """``max_i |x_i|`` of a 1-D array: chunks (reduced in parallel in ``.parallel``), each scanned with four
+    running maxima in x's dtype (independent, so the loop vectorises: 3.7x faster than one running max)."""
+    chunk = 1 << 18
     nchunks = (x.shape[0] + chunk - 1) // chunk
     partial = np.zeros(nchunks)
     for c in prange(nchunks):
-        m = 0.0
-        for i in range(c * chunk, min(x.shape[0], (c + 1) * chunk)):
-            v = abs(x[i])
-            if v > m:
-                m = v
-        partial[c] = m
+        seg = x[c * chunk:min(x.shape[0], (c + 1) * chunk)]
+        m0 = m1 = m2 = m3 = abs(seg[0])
+        i = 0
+        while i + 4 <= seg.shape[0]:
+            m0 = max(m0, abs(seg[i]))
+            m1 = max(m1, abs(seg[i + 1]))
+            m2 = max(m2, abs(seg[i + 2]))
+            m3 = max(m3, abs(seg[i + 3]))
+            i += 4
+        for i in range(i, seg.shape[0]):
+            m0 = max(m0, abs(seg[i]))
+        partial[c] = max(max(m0, m1), max(m2, m3))
     return partial.max() if nchunks else 0.0

@@ -170,3 +170,46 @@ def test_small_designs_run_on_one_blas_thread():
     assert blas_threads() == before
     with blas_threads_for(SINGLE_THREAD_MAX_ENTRIES):
         assert blas_threads() == before
+
+
+@pytest.mark.parametrize("build", ["serial", "parallel"])
+@pytest.mark.parametrize("runs", [1, 2, 3])
+def test_column_run_kernels_match_numpy(build, runs):
+    """Every run split, over more rows than one accumulator slice (``_ACC_ROWS``) and columns out of order."""
+    from l0reg import _kernels as kern
+    rng = np.random.default_rng(runs)
+    n = 2 * kern._ACC_ROWS + 5
+    A = np.asfortranarray(rng.standard_normal((n, 40)).astype(np.float32))
+    idx = rng.choice(40, 11, replace=False).astype(np.int64)
+    x, y = rng.standard_normal(11), rng.standard_normal(11)
+    A64 = A.astype(np.float64)
+    pick = (lambda k: k.parallel) if build == "parallel" else (lambda k: k)
+    out = np.empty(n)
+    pick(kern.cols_matvec_f)(A, idx, x, out, runs)
+    np.testing.assert_allclose(out, A64[:, idx] @ x, rtol=1e-12, atol=1e-12)
+    out_x, out_y = np.ones(n), np.full(n, 2.0)
+    pick(kern.cols_matvec2_f)(A, idx, x, y, out_x, out_y, runs)
+    np.testing.assert_allclose(out_x, 1 + A64[:, idx] @ x, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out_y, 2 + A64[:, idx] @ y, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_gather_cols_scales_a_row_range(order):
+    from l0reg import _kernels as kern
+    rng = np.random.default_rng(0)
+    A = np.asarray(rng.standard_normal((30, 20)).astype(np.float32), order=order)
+    idx = np.array([7, 2, 19], dtype=np.int64)
+    out = np.empty((12, 3), order="F")
+    kern.gather_cols(A, idx, 5, 17, 0.5, out)
+    np.testing.assert_array_equal(out, 0.5 * A[5:17][:, idx].astype(np.float64))
+
+
+@pytest.mark.parametrize("size", [0, 1, 3, 5, 1 << 18, (1 << 18) + 1])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_abs_is_exact_on_every_chunk_remainder(size, dtype):
+    from l0reg import _kernels as kern
+    x = np.random.default_rng(size).standard_normal(size).astype(dtype)
+    if size:
+        x[size // 2] = -7.5  # the extreme in the middle, negative
+    for kernel in (kern.max_abs, kern.max_abs.parallel):
+        assert kernel(x) == (7.5 if size else 0.0)
