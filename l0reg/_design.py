@@ -15,6 +15,7 @@ import numpy as np
 import scipy.linalg.blas
 
 from . import _kernels as kern
+from ._threads import gram_blas_threads
 
 # A restricted product ``A[:, S] @ x`` over more than this fraction of the
 # columns is faster as one full BLAS product with x scattered into zeros (BLAS
@@ -212,8 +213,9 @@ class Design:
 
     def _syrk(self, K, idx, alpha):
         """Lower triangle of ``K += alpha · Â[:, idx] Â[:, idx]ᵀ`` (K Fortran-ordered, updated in place)."""
-        for _, _, blk in self.column_blocks(idx):
-            scipy.linalg.blas.dsyrk(alpha, blk, beta=1.0, c=K, lower=1, overwrite_c=1)
+        with gram_blas_threads(float(self.n) * self.n * len(idx)):
+            for _, _, blk in self.column_blocks(idx):
+                scipy.linalg.blas.dsyrk(alpha, blk, beta=1.0, c=K, lower=1, overwrite_c=1)
 
     def column_blocks(self, support):
         """``(offset, idx, Â[:, idx] as float64)`` over consecutive chunks ``idx`` of ``support``."""

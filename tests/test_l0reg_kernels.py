@@ -172,6 +172,26 @@ def test_small_designs_run_on_one_blas_thread():
         assert blas_threads() == before
 
 
+def test_large_refit_grams_get_the_callers_blas_threads():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from l0reg._threads import THREADED_GRAM_MIN_FLOPS, gram_blas_threads, single_blas_thread
+
+    def blas_threads():
+        return {info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+
+    with threadpool_limits(2, user_api="blas"):
+        with single_blas_thread():
+            with gram_blas_threads(THREADED_GRAM_MIN_FLOPS):
+                assert blas_threads() == {2}
+            with gram_blas_threads(THREADED_GRAM_MIN_FLOPS / 2):
+                assert blas_threads() == {1}
+            with single_blas_thread(), gram_blas_threads(THREADED_GRAM_MIN_FLOPS):
+                assert blas_threads() == {1}  # a caller that asked for one thread keeps it
+        with gram_blas_threads(THREADED_GRAM_MIN_FLOPS):  # outside a refit: no change
+            assert blas_threads() == {2}
+
+
 @pytest.mark.parametrize("build", ["serial", "parallel"])
 @pytest.mark.parametrize("runs", [1, 2, 3])
 def test_column_run_kernels_match_numpy(build, runs):
