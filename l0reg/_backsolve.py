@@ -33,6 +33,8 @@ from ._threads import single_blas_thread
 # many entries factorise it directly (SVD) instead of a Gram matrix.  Counting the stacked rows matters when
 # |S| ≫ n: an 8 × 4416 A_S would otherwise be an SVD of 4424 × 4416 (27 s) instead of an 8 × 8 Woodbury solve.
 _DIRECT_MAX_ENTRIES = 1 << 16
+# Refits a design keeps (see ridge_on_support).
+_REMEMBERED_REFITS = 4
 
 
 def default_rcond(dtype, rows, size):
@@ -82,11 +84,29 @@ def backsolve_cost(n, size):
 
 def ridge_on_support(design, b, support, w_bar, nlam, rcond=None):
     """``argmin_{w : supp w ⊆ S} F(w)``, returned as a dense float64 vector
-    (``rcond``: see the module docstring)."""
+    (``rcond``: see the module docstring).
+
+    The design remembers its last few large refits: a solver refits some supports twice (its start is
+    tested, then competes again with the result and with the magnitude support), and the same arrays
+    ``b``, ``w̄`` give the same answer.
+    """
     support = np.asarray(support, dtype=np.int64)
-    w = np.zeros(design.p)
     if support.size == 0:
-        return w
+        return np.zeros(design.p)
+    key = (support.tobytes(), id(b), id(w_bar), float(nlam), rcond)
+    found = design.refits.get(key)
+    if found is not None and found[0] is b and found[1] is w_bar:
+        return found[2].copy()
+    w = _ridge_on_support(design, b, support, w_bar, nlam, rcond)
+    if support.size > design.n:  # the costly ones (n x n Woodbury); small refits are cheaper than a lookup
+        design.refits[key] = (b, w_bar, w.copy())
+        while len(design.refits) > _REMEMBERED_REFITS:
+            design.refits.pop(next(iter(design.refits)))
+    return w
+
+
+def _ridge_on_support(design, b, support, w_bar, nlam, rcond):
+    w = np.zeros(design.p)
     rbar = design.residual(b, support, w_bar[support])
     n = design.n
     if rcond is None:

@@ -53,6 +53,7 @@ class Design:
         self.fortran = bool(A.flags.f_contiguous) and not (A.flags.c_contiguous and self.n > 1)
         self._col_sq = None
         self._row_gram = None  # (support mask, A_S A_Sᵀ) of the last row_gram call
+        self.refits = {}  # the last few exact refits, kept by _backsolve.ridge_on_support
 
     @property
     def nbytes(self):

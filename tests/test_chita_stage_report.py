@@ -73,3 +73,20 @@ def test_run_that_only_kept_magnitude_warns_once(digits, monkeypatch, caplog):
     assert len(messages) == 1 and "every stage (2) kept the magnitude solution" in messages[0]
     assert report.fallbacks == 2 and "result is magnitude pruning" in report.fallback_summary
     assert "WARNING magnitude fallback" in str(report) and report.to_dict()["fallbacks"] == 2
+
+
+def test_single_block_solution_carries_its_objective():
+    """The global solve's F at ``w`` comes back with it (the report does not recompute it), equal to
+    ``l0reg.objective``; block solutions leave it to the caller (nan)."""
+    import l0reg
+    from chita_nn.methods.blocks import rhs, solve_blocks
+
+    from chita_nn.methods.blocks import BATCH_MAX_COLUMNS
+    p = BATCH_MAX_COLUMNS + 100  # solved by l0reg.solve, not batched
+    rng = np.random.default_rng(0)
+    A = np.asfortranarray(rng.standard_normal((30, p)).astype(np.float32))
+    w = rng.standard_normal(p)
+    solution = solve_blocks(A, w, [(0, p, 0)], [400], gradient=0.5, lam=1e-3)
+    expected = l0reg.objective(A, rhs(A, w, 0.5), solution.w, lam=1e-3, w_bar=w)
+    assert solution.objective == pytest.approx(expected, rel=1e-12)
+    assert np.isnan(solve_blocks(A, w, [(0, 100, 0), (100, 200, 0)], [20, 20], lam=1e-3).objective)

@@ -233,3 +233,21 @@ def test_max_abs_is_exact_on_every_chunk_remainder(size, dtype):
         x[size // 2] = -7.5  # the extreme in the middle, negative
     for kernel in (kern.max_abs, kern.max_abs.parallel):
         assert kernel(x) == (7.5 if size else 0.0)
+
+
+def test_large_refits_are_remembered_per_problem_arrays(monkeypatch):
+    from l0reg import _backsolve
+    rng = np.random.default_rng(0)
+    A = np.asfortranarray(rng.standard_normal((20, 300)))
+    b, w_bar = rng.standard_normal(20), rng.standard_normal(300)
+    design, support = Design(A), np.arange(0, 300, 3)
+    calls = []
+    monkeypatch.setattr(_backsolve, "_ridge_on_support", lambda *args: calls.append(1) or np.ones(300))
+    first = ridge_on_support(design, b, support, w_bar, 0.5)
+    first[:] = 0.0  # the caller's copy: the remembered one is unchanged
+    np.testing.assert_array_equal(ridge_on_support(design, b, support, w_bar, 0.5), np.ones(300))
+    assert len(calls) == 1
+    ridge_on_support(design, b.copy(), support, w_bar, 0.5)  # other arrays, other values: solved again
+    ridge_on_support(design, b, support, w_bar, 0.25)
+    ridge_on_support(Design(A), b, support, w_bar, 0.5)
+    assert len(calls) == 4

@@ -123,7 +123,7 @@ class BlockSolution:
 
     ``w_start`` is the exact refit of the start support (the baseline the solver improves on), or None
     where blocks were solved one by one; ``objective_start`` is its F when only that is known (one block
-    solved by :func:`l0reg.solve`), else nan.
+    solved by :func:`l0reg.solve`), else nan; ``objective`` is F at ``w`` in that case, else nan.
     """
 
     w: np.ndarray
@@ -131,6 +131,7 @@ class BlockSolution:
     seconds: float
     w_start: np.ndarray = None
     objective_start: float = float("nan")
+    objective: float = float("nan")
 
     def _as_tuple(self):
         return self.w, self.keep, self.seconds
@@ -182,7 +183,7 @@ def solve_blocks(A, w_bar, blocks, budgets, *, gradient=0.0, lam=0.0, w_init=Non
                 w_start[start:end] = result.coef_start[start:end]
         logger.debug("%d blocks batched: F %.6g (refitted start %.6g), %d kept their start", len(chosen),
                      result.objective.sum(), result.objective_start.sum(), int(result.settled.sum()))
-    objective_start = float("nan")
+    objective_start = objective = float("nan")
     for (start, end, _), k_block, projection, b in zip(blocks, budgets, projections, batched):
         if k_block == 0 or b:
             continue
@@ -201,7 +202,7 @@ def solve_blocks(A, w_bar, blocks, budgets, *, gradient=0.0, lam=0.0, w_init=Non
             block_keep |= top_k_mask(np.where(block_keep, -np.inf, np.abs(wb_B)), missing)
         keep[start:end] = block_keep
         if len(blocks) == 1:
-            objective_start = result.start_objective
+            objective_start, objective = result.start_objective, result.objective
         logger.debug("block [%d, %d): k=%d objective=%.6g iters=%d converged=%s",
                      start, end, k_block, result.objective, result.n_iter, result.converged)
-    return BlockSolution(w, keep, time.perf_counter() - t0, w_start, objective_start)
+    return BlockSolution(w, keep, time.perf_counter() - t0, w_start, objective_start, objective)

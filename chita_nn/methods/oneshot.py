@@ -363,8 +363,9 @@ def prune(model, data, sparsity=None, *, method="chita++", pattern=None, loss_fn
         w_star *= keep
         refit = (solution.objective_start if solution.w_start is None
                  else l0reg.objective(A, b, solution.w_start, lam=lam, w_bar=w))
-        stage = StageReport(s_t, int(keep.sum()), l0reg.objective(A, b, w_mp, lam=lam, w_bar=w),
-                            l0reg.objective(A, b, w_star, lam=lam, w_bar=w),
+        objective = (solution.objective if np.isfinite(solution.objective)
+                     else l0reg.objective(A, b, w_star, lam=lam, w_bar=w))
+        stage = StageReport(s_t, int(keep.sum()), l0reg.objective(A, b, w_mp, lam=lam, w_bar=w), objective,
                             time_gradients=t_grad, time_solve=t_solve, objective_refit=refit,
                             overlap=float((keep & keep_mp).sum() / max(1, keep_mp.sum())))
         w, keep = step_search(work.put, probe, w, w_star, keep, (w_mp, keep_mp), steps, stage)
