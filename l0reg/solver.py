@@ -40,8 +40,12 @@ from .projection import TopK, bound_projection
 logger = logging.getLogger(__name__)
 
 # ``active_set="auto"`` restricts IHT to a working set when A has at least this
-# many entries and the working set is at most a third of the columns.
+# many entries and the working set (copied) is at most _ACTIVE_SET_MAX_FRACTION of
+# the columns. On a 1000 x 268,336 float32 A: k = 10% of p, 5.2 s and 708 MB beyond A
+# with the working set (then a third of the columns) against 2.7 s and 44 MB without;
+# k = 4%: 1.5 s against 2.8 s; k = 2%: 1.05 s against 1.2 s.
 _ACTIVE_SET_MIN_ENTRIES = 5e7
+_ACTIVE_SET_MAX_FRACTION = 0.1
 # ``swaps="auto"`` runs the swap search and its extra starts when one pass and
 # the greedy start cost at most this many flops (see ``_local_search_cost``).
 _SWAP_BUDGET = 1e9
@@ -211,9 +215,10 @@ def _solve_active_set(full, design, projection, max_iter, backsolve, work_size, 
     for rival in rivals:
         W = np.union1d(W, np.flatnonzero(rival))
     W = projection.expand(W)
-    converged = False
+    converged, sub = False, None
     while True:
         with timed(full.timings, "active_set"):
+            sub = None  # the previous working set's copy of A goes before the next one is made
             sub = _Problem(design.subset(W), projection.restrict(W), full.b,
                            full.w_bar[W], full.nlam, full.tol, full.timings, [])
             sub.start(full.w[W].copy())
@@ -278,7 +283,9 @@ def solve(A, b, k=None, *, lam=0.0, w_bar=None, w_init=None, projection=None, ma
     tol : float
         Relative decrease of F under which a phase stops.
     active_set : 'auto', True or False
-        Run IHT on a working set of about 1.5k columns grown by violators.
+        Run IHT on a working set of about 1.5k columns grown by violators (a copy
+        of those columns of A); 'auto': when A has at least 5e7 entries and the
+        working set is at most a tenth of its columns.
     swaps : 'auto', True or False
         Run the 1-swap local search (about k products with A per pass; for
         other constraints, exact refits of the projection's swap moves).
@@ -337,7 +344,7 @@ def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, s
                                              and not enumerate_all))
     work_size = min(p, int(np.ceil(1.5 * k)) + 10)
     use_active = active_set is True or (
-        active_set == "auto" and n * p >= _ACTIVE_SET_MIN_ENTRIES and 3 * work_size <= p)
+        active_set == "auto" and n * p >= _ACTIVE_SET_MIN_ENTRIES and work_size <= _ACTIVE_SET_MAX_FRACTION * p)
 
     # Large problems (no swap search, no enumeration): stop at the refitted start when it is optimal for IHT.
     check_start = backsolve and not run_swaps and not enumerate_all
