@@ -270,7 +270,13 @@ def _first_overtake(a, c, ks, w_out, g_out, t0):
     """``(t, pos)``: the earliest time after ``t0`` at which the outside line overtakes a support
     entry, and that entry's position (lowest position on ties; ``(inf, -1)`` when never)."""
     best_t, best_pos = np.inf, -1
+    abs_w, abs_g = abs(w_out), abs(g_out)
     for pos in range(ks):
+        # |w_out − t g_out| ≤ |w_out| + t|g_out| and |a − t c| ≥ |a| − t|c|: no overtake before
+        # (|a| − |w_out|) / (|g_out| + |c|); entries whose bound is past best_t (with a margin for
+        # rounding) are skipped without solving for their crossing.
+        if abs(a[pos]) - abs_w > best_t * (abs_g + abs(c[pos])) * (1.0 + 1e-9):
+            continue
         t = _overtake_time(a[pos], c[pos], w_out, g_out, t0)
         if t < best_t:
             best_t, best_pos = t, pos

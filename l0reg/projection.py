@@ -33,11 +33,13 @@ from . import _projection_kernels as pkern
 from ._validation import check_k, check_nonnegative_int, check_positive_int
 
 
-def largest(score, m, exclude=None):
+def largest(score, m, exclude=None, ranked=True):
     """Indices of the ``m`` largest entries of ``score`` (outside the boolean
-    mask ``exclude``), largest first, ties by lowest index.
+    mask ``exclude``), largest first, ties by lowest index; with ``ranked=False``
+    the same set in increasing index order.
 
-    One partition (introselect, O(p)) and a sort of the ``m`` winners only.
+    One partition (introselect, O(p)), then a sort of the ``m`` winners only when
+    ranked.
     """
     if exclude is not None:
         score = np.where(exclude, -np.inf, score)
@@ -46,9 +48,12 @@ def largest(score, m, exclude=None):
     if m <= 0:
         return np.empty(0, dtype=np.int64)
     thresh = np.partition(score, score.size - m)[score.size - m]
-    above = np.flatnonzero(score > thresh)
-    ties = np.flatnonzero(score == thresh)[: m - above.size]
-    chosen = np.concatenate([above, ties])
+    chosen = score > thresh
+    ties = np.flatnonzero(score == thresh)[: m - np.count_nonzero(chosen)]
+    if not ranked:
+        chosen[ties] = True
+        return np.flatnonzero(chosen)
+    chosen = np.concatenate([np.flatnonzero(chosen), ties])
     return chosen[np.argsort(-score[chosen], kind="stable")]
 
 
@@ -122,7 +127,7 @@ class TopK(Projection):
         return self.k
 
     def support_on_line(self, w, g, tau):
-        return np.sort(largest(np.abs(w - tau * g) if tau else np.abs(w), self.k))
+        return largest(np.abs(w - tau * g) if tau else np.abs(w), self.k, ranked=False)
 
     def start_support(self, w, g):
         # Nonzeros of w first (they dominate for small τ), then zeros by |g|.

@@ -283,3 +283,16 @@ def test_restrict_and_expand_on_whole_groups():
     sub = groups.restrict(np.array([0, 2, 3, 5]))
     assert sub.k_groups == 2 and sub.size == 4
     assert TopK(5).restrict(np.arange(3)).size == 3
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(-3, 3), min_size=1, max_size=40), st.integers(0, 45), st.booleans())
+def test_largest_ranked_and_as_a_set(values, m, with_exclude):
+    """The m largest (ties by lowest index, excluded entries never), ranked or as a sorted set: the same set."""
+    from l0reg.projection import largest
+    score = np.array(values, dtype=float)
+    exclude = (np.arange(score.size) % 3 == 0) if with_exclude else None
+    allowed = np.flatnonzero(~exclude) if with_exclude else np.arange(score.size)
+    expected = sorted(allowed, key=lambda j: (-score[j], j))[:m]  # stable ranking by hand
+    np.testing.assert_array_equal(largest(score, m, exclude), expected)
+    np.testing.assert_array_equal(largest(score, m, exclude, ranked=False), np.sort(expected).astype(int))
