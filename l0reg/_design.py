@@ -179,8 +179,11 @@ class Design:
         return self.A[:, idx].astype(np.float64) * self.inv
 
     def gram_cols(self, idx):
-        """``Âᵀ Â[:, idx]`` (p × |idx|, float64, accumulated over column blocks of Â)."""
+        """``Âᵀ Â[:, idx]`` (p × |idx|, float64: one BLAS product for a float64 A, else accumulated over
+        float64 copies of column blocks of Â)."""
         right = self.cols64(idx)
+        if self.A.dtype == np.float64:
+            return self._scaled(self.A.T @ right)
         out = np.empty((self.p, right.shape[1]))
         for lo, cols, blk in self.column_blocks(np.arange(self.p)):
             out[lo:lo + cols.size] = blk.T @ right
