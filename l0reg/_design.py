@@ -32,8 +32,8 @@ _FEW_COLUMNS = 32
 # 7.7 vs 5 ms, max|A| of a 500 x 1000 A 37 ms.
 _PARALLEL_MIN_WORK = 1 << 23
 # Bytes of one float64 block of columns or rows converted at a time by the Gram
-# products (bounded temporaries: 2 MB is 256 columns of a 1000-row A).
-_BLOCK_BYTES = 1 << 21
+# products (bounded temporaries: 1 MB is 128 columns of a 1000-row A).
+_BLOCK_BYTES = 1 << 20
 
 
 def matrix_scale(A):
@@ -209,7 +209,12 @@ class Design:
                 kern.mirror_lower(K)
                 self._row_gram = (mask, K)
                 return K
-        K = np.zeros((self.n, self.n), order="F")
+        if self._row_gram is None:
+            K = np.zeros((self.n, self.n), order="F")
+        else:  # recomputed in the previous product's memory (no second n x n array)
+            K = self._row_gram[1]
+            self._row_gram = None
+            K[...] = 0.0
         self._syrk(K, np.asarray(support, dtype=np.int64), 1.0)
         kern.mirror_lower(K)
         self._row_gram = (mask, K)
@@ -222,17 +227,21 @@ class Design:
                 scipy.linalg.blas.dsyrk(alpha, blk, beta=1.0, c=K, lower=1, overwrite_c=1)
 
     def column_blocks(self, support):
-        """``(offset, idx, Â[:, idx] as float64)`` over consecutive chunks ``idx`` of ``support``."""
+        """``(offset, idx, Â[:, idx] as float64)`` over consecutive chunks ``idx`` of ``support``.
+
+        Every block is written into the same buffer: use each before asking for the next.
+        """
         support = np.asarray(support, dtype=np.int64)
         width = max(1, _BLOCK_BYTES // (8 * self.n))
+        buffer = np.empty((self.n, min(width, len(support))), order="F")
         for lo in range(0, len(support), width):
             idx = support[lo:lo + width]
-            blk = np.empty((self.n, idx.size), order="F")
+            blk = buffer[:, :idx.size]
             kern.gather_cols(self.A, idx, 0, self.n, self.inv, blk)
             yield lo, idx, blk
 
     def row_blocks(self, support):
-        """``(offset, Â[rows, support] as float64)`` over consecutive chunks of rows."""
+        """``(offset, Â[rows, support] as float64)`` over consecutive chunks of rows (a new array each)."""
         support = np.asarray(support, dtype=np.int64)
         height = max(1, _BLOCK_BYTES // (8 * max(1, support.size)))
         for lo in range(0, self.n, height):

@@ -127,7 +127,11 @@ class TopK(Projection):
         return self.k
 
     def support_on_line(self, w, g, tau):
-        return largest(np.abs(w - tau * g) if tau else np.abs(w), self.k, ranked=False)
+        if not tau:
+            return largest(np.abs(w), self.k, ranked=False)
+        score = np.multiply(g, -tau, dtype=float)  # |w − τg| with one temporary
+        score += w
+        return largest(np.abs(score, out=score), self.k, ranked=False)
 
     def start_support(self, w, g):
         # Nonzeros of w first (they dominate for small τ), then zeros by |g|.
