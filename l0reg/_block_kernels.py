@@ -299,14 +299,15 @@ def solve_block(A, lo, hi, k, w_bar, w_init, nlam, gamma, max_iter, tol, rcond, 
 
 
 @njit(cache=True, parallel=True)
-def solve_blocks(A, los, his, ks, w_bar, w_init, nlam, gamma, max_iter, tol, rcond, w, mask, w_start, info):
-    """:func:`solve_block` for every block, the blocks spread over threads; ``info[i]`` gets its
+def solve_blocks(A, los, his, ks, w_bar, w_init, nlam, gammas, max_iter, tol, rcond, w, mask, w_start, info):
+    """:func:`solve_block` for every block (``gammas[i]``: its gradient weight), the blocks spread over
+    threads; ``info[i]`` gets its
     ``(F start refit, F, IHT steps)``; ``w``, ``mask`` and ``w_start`` (length p) get the blocks' entries."""
     for i in prange(los.shape[0]):
         lo, hi = los[i], his[i]
         if ks[i] == 0:
             continue
-        start, value, steps = solve_block(A, lo, hi, ks[i], w_bar[lo:hi], w_init[lo:hi], nlam, gamma,
+        start, value, steps = solve_block(A, lo, hi, ks[i], w_bar[lo:hi], w_init[lo:hi], nlam, gammas[i],
                                           max_iter, tol, rcond, w[lo:hi], mask[lo:hi], w_start[lo:hi])
         info[i, 0] = start
         info[i, 1] = value

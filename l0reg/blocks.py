@@ -74,7 +74,7 @@ def solve_blocks(A, blocks, ks, *, lam=0.0, w_bar=None, w_init=None, gradient=0.
     w_bar : centre w̄ (p,), default 0
     w_init : start (p,): each block starts from its ``k_B`` entries of largest ``√D_j |w_init_j|``
         (default ``w̄``)
-    gradient : γ in ``b_B = A_B w̄_B − γ``
+    gradient : γ in ``b_B = A_B w̄_B − γ``: one value, or one ``γ_B`` per block
     max_iter : IHT steps per block; tol : relative decrease under which IHT stops
 
     Columns outside every block get 0.
@@ -87,15 +87,20 @@ def solve_blocks(A, blocks, ks, *, lam=0.0, w_bar=None, w_init=None, gradient=0.
     lam = check_nonnegative(lam, "lam")
     max_iter = check_positive_int(max_iter, "max_iter")
     tol = check_nonnegative(tol, "tol")
-    if not np.isfinite(gradient):
+    gammas = np.asarray(gradient, dtype=np.float64)
+    if gammas.ndim > 1 or (gammas.ndim == 1 and gammas.size != los.size):
+        raise ValueError(f"gradient must be a number or one value per block ({los.size}), got shape "
+                         f"{gammas.shape}")
+    if not np.all(np.isfinite(gammas)):
         raise ValueError(f"gradient must be finite, got {gradient!r}")
+    gammas = np.ascontiguousarray(np.broadcast_to(gammas, (los.size,)))
     coef, coef_start = np.zeros(p), np.zeros(p)
     mask = np.zeros(p, dtype=np.bool_)
     info = np.zeros((los.size, 3))
     rcond = default_rcond(A.dtype, A.shape[0], int(np.max(his - los, initial=1)))
     start = time.perf_counter()
     with threadpool_limits(limits=1, user_api="blas"):  # the kernel's threads are the parallelism
-        kern.solve_blocks(A, los, his, ks, w_bar, w_init, A.shape[0] * lam, float(gradient), max_iter, tol,
+        kern.solve_blocks(A, los, his, ks, w_bar, w_init, A.shape[0] * lam, gammas, max_iter, tol,
                           rcond, coef, mask, coef_start, info)
     seconds = time.perf_counter() - start
     logger.debug("%d blocks in %.3fs, %d IHT steps", los.size, seconds, int(info[:, 2].sum()))

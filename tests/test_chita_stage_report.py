@@ -90,3 +90,22 @@ def test_single_block_solution_carries_its_objective():
     expected = l0reg.objective(A, rhs(A, w, 0.5), solution.w, lam=1e-3, w_bar=w)
     assert solution.objective == pytest.approx(expected, rel=1e-12)
     assert np.isnan(solve_blocks(A, w, [(0, 100, 0), (100, 200, 0)], [20, 20], lam=1e-3).objective)
+
+
+def test_block_mode_splits_the_gradient_term_by_fisher_trace(digits, monkeypatch):
+    """Each block's ``γ_B = γ‖A_B‖²/‖A‖²``: the block steps add up to one Newton step (they sum to γ)."""
+    model, train = digits
+    seen = []
+    solve = oneshot.solve_blocks
+
+    def spy(A, w, blocks, budgets, *, gradient, **kwargs):
+        seen.append((np.asarray(gradient, dtype=float), A.copy(), list(blocks)))
+        return solve(A, w, blocks, budgets, gradient=gradient, **kwargs)
+
+    monkeypatch.setattr(oneshot, "solve_blocks", spy)
+    prune(copy.deepcopy(model), train, 0.5, method="chita", block_size=500, gradient_term=True,
+          samples_per_row=4, n_rows=16)
+    gammas, A, blocks = seen[0]
+    norms = np.array([(A[:, s:e].astype(np.float64) ** 2).sum() for s, e, _ in blocks])
+    assert len(blocks) > 2 and gammas.shape == (len(blocks),)
+    np.testing.assert_allclose(gammas, 0.25 * norms / norms.sum(), rtol=1e-6)  # γ = 1/m, m = 4

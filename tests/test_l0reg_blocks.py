@@ -55,6 +55,21 @@ def test_blocks_are_independent_and_float32_works():
         assert not alone.coef[:lo].any() and not alone.coef[hi:].any()
 
 
+def test_each_block_gets_its_own_gradient_weight():
+    A, w_bar, blocks = _blocks_problem(3)
+    ks, gammas = [2, 5, 3, 1], [0.0, 0.5, 2.0, 0.1]
+    together = l0reg.solve_blocks(A, blocks, ks, lam=1e-3, w_bar=w_bar, gradient=gammas)
+    for (lo, hi), k, gamma in zip(blocks, ks, gammas):
+        alone = l0reg.solve_blocks(A, [(lo, hi)], [k], lam=1e-3, w_bar=w_bar, gradient=gamma)
+        assert np.array_equal(alone.coef[lo:hi], together.coef[lo:hi])
+    same = l0reg.solve_blocks(A, blocks, ks, lam=1e-3, w_bar=w_bar, gradient=[0.5] * 4)
+    assert np.array_equal(same.coef, l0reg.solve_blocks(A, blocks, ks, lam=1e-3, w_bar=w_bar, gradient=0.5).coef)
+    with pytest.raises(ValueError, match="one value per block"):
+        l0reg.solve_blocks(A, blocks, ks, w_bar=w_bar, gradient=[1.0, 2.0])
+    with pytest.raises(ValueError, match="finite"):
+        l0reg.solve_blocks(A, blocks, ks, w_bar=w_bar, gradient=[1.0, np.nan, 0.0, 0.0])
+
+
 def test_blocks_with_budget_zero_or_full():
     A, w_bar, blocks = _blocks_problem(2)
     res = l0reg.solve_blocks(A, blocks[:2], [0, 10], lam=1e-2, w_bar=w_bar)

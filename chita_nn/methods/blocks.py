@@ -109,6 +109,18 @@ def gradient_weight(gradient_term, samples_per_row):
     return 1.0 / samples_per_row if gradient_term else 0.0
 
 
+def gradient_shares(blocks, col_sq):
+    """``γ_B / γ = ‖A_B‖²_F / ‖A‖²_F`` (sums to 1): each block's share of the gradient term.
+
+    With the global Newton step ``d = −Aᵀ(AAᵀ + nλI)⁻¹ γe`` block ``B`` moves the outputs by
+    ``A_B d_B = −K_B (K + nλI)⁻¹ γe`` (``K_B = A_B A_Bᵀ``, ``K = Σ_B K_B``); taking ``K_B ≈ (tr K_B / tr K) K``
+    gives its target ``γ_B e`` with ``γ_B`` as above, so that the block solves add up to one Newton step.
+    """
+    sums = np.array([col_sq[start:end].sum() for start, end, _ in blocks], dtype=np.float64)
+    total = sums.sum()
+    return sums / total if total > 0 else np.full(len(blocks), 1.0 / len(blocks))
+
+
 def rhs(A, w_bar, gradient=0.0):
     """``b = A w̄ − γ e`` in float64, ``γ = gradient`` (see :func:`gradient_weight`)."""
     b = A @ w_bar.astype(A.dtype)
@@ -155,7 +167,8 @@ def solve_blocks(A, w_bar, blocks, budgets, *, gradient=0.0, lam=0.0, w_init=Non
                  solver_options=None, projections=None):
     """Solve one l0reg problem per block on the column slices ``A[:, s:e]`` (no copy).
 
-    ``gradient`` is the weight ``γ`` of ``b = A w̄ − γ e``; ``w_init`` (e.g. the screening solution)
+    ``gradient`` is the weight ``γ`` of ``b = A w̄ − γ e`` (one value, or one per block, e.g. ``γ`` times
+    :func:`gradient_shares`); ``w_init`` (e.g. the screening solution)
     warm-starts every block; ``projections`` (one per block, or None) replace the top-``k_B`` constraint
     by a pattern (N:M, channels).  Unstructured blocks of at most :data:`BATCH_MAX_COLUMNS` columns are
     solved in one call of :func:`l0reg.solve_blocks` (``max_iter`` and
@@ -169,13 +182,14 @@ def solve_blocks(A, w_bar, blocks, budgets, *, gradient=0.0, lam=0.0, w_init=Non
     keep = np.zeros(w_bar.size, dtype=bool)
     t0 = time.perf_counter()
     projections = projections or [None] * len(blocks)
+    gammas = np.broadcast_to(np.asarray(gradient, dtype=np.float64), (len(blocks),))
     batched = [projection is None and end - start <= BATCH_MAX_COLUMNS
                for (start, end, _), projection in zip(blocks, projections)]
     w_start = np.zeros(w_bar.size) if all(batched) else None
     if any(batched):
         chosen = [(block, k_block) for block, k_block, b in zip(blocks, budgets, batched) if b]
         result = l0reg.solve_blocks(A, [(s, e) for (s, e, _), _ in chosen], [int(k) for _, k in chosen],
-                                    lam=lam, w_bar=w_bar, w_init=w_init, gradient=gradient,
+                                    lam=lam, w_bar=w_bar, w_init=w_init, gradient=gammas[np.flatnonzero(batched)],
                                     **{key: options[key] for key in ("max_iter", "tol") if key in options})
         for (start, end, _), _ in chosen:
             w[start:end], keep[start:end] = result.coef[start:end], result.mask[start:end]
@@ -184,13 +198,13 @@ def solve_blocks(A, w_bar, blocks, budgets, *, gradient=0.0, lam=0.0, w_init=Non
         logger.debug("%d blocks batched: F %.6g (refitted start %.6g), %d kept their start", len(chosen),
                      result.objective.sum(), result.objective_start.sum(), int(result.settled.sum()))
     objective_start = objective = float("nan")
-    for (start, end, _), k_block, projection, b in zip(blocks, budgets, projections, batched):
+    for (start, end, _), k_block, projection, b, gamma in zip(blocks, budgets, projections, batched, gammas):
         if k_block == 0 or b:
             continue
         A_B, wb_B = A[:, start:end], w_bar[start:end]
         init = None if w_init is None else w_init[start:end]
         k_arg = None if projection is not None else int(k_block)
-        result = l0reg.solve(A_B, rhs(A_B, wb_B, gradient), k_arg, lam=lam, w_bar=wb_B,
+        result = l0reg.solve(A_B, rhs(A_B, wb_B, gamma), k_arg, lam=lam, w_bar=wb_B,
                              w_init=init, projection=projection, **options)
         w[start:end] = result.coef
         block_keep = np.zeros(end - start, dtype=bool)

@@ -38,8 +38,8 @@ from ..core.patterns import Pattern, pattern_keep, row_length
 from ..core.report import LayerReport, PruneReport, StageReport
 from ..core.writeback import recompute_batchnorm as _recompute_batchnorm
 from ..core.writeback import write_weights_atomic
-from .blocks import (SCORES, allocate_budgets, column_norms_sq, gradient_weight, layer_budgets, make_blocks, rhs,
-                     screening_scores, solve_blocks)
+from .blocks import (SCORES, allocate_budgets, column_norms_sq, gradient_shares, gradient_weight, layer_budgets,
+                     make_blocks, rhs, screening_scores, solve_blocks)
 from .safeguard import LossProbe, WorkingCopy, check_curvature, report_fallbacks, step_search
 from .schedules import SCHEDULES, sparsity_schedule
 
@@ -357,7 +357,9 @@ def prune(model, data, sparsity=None, *, method="chita++", pattern=None, loss_fn
         w0 = w * keep0
         keep_mp = magnitude_keep(w, slices, s_t, scope, pattern if projections else None, shapes)
         w_mp = w * keep_mp
-        solution = solve_blocks(A, w, blocks, budgets, gradient=gradient, lam=lam,
+        # Blocks share the gradient term by their part of the Fisher trace: their steps add up to one Newton step.
+        shares = gradient * gradient_shares(blocks, col_sq) if len(blocks) > 1 else gradient
+        solution = solve_blocks(A, w, blocks, budgets, gradient=shares, lam=lam,
                                 w_init=w0, solver_options=options, projections=projections)
         w_star, keep, t_solve = solution
         w_star *= keep

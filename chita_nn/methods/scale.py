@@ -54,7 +54,7 @@ from ..core.patterns import Pattern
 from ..core.report import PruneReport, StageReport
 from ..core.runtime import eval_mode, model_device
 from . import _scale_worker
-from .blocks import gradient_weight, make_blocks
+from .blocks import gradient_shares, gradient_weight, make_blocks
 from .oneshot import (
     DEFAULTS,
     _check_finite_weights,
@@ -356,18 +356,6 @@ def block_list(layout, block_size, align=1):
     if block_size == "layer":
         return make_blocks(layout.offsets)
     return make_blocks(layout.offsets, _check_positive_int("block_size", block_size), align=align)
-
-
-def gradient_shares(blocks, col_sq):
-    """``γ_B / γ = ‖A_B‖²_F / ‖A‖²_F`` (sums to 1): each block's share of the gradient term.
-
-    With the global Newton step ``d = −Aᵀ(AAᵀ + nλI)⁻¹ γe`` block ``B`` moves the outputs by
-    ``A_B d_B = −K_B (K + nλI)⁻¹ γe`` (``K_B = A_B A_Bᵀ``, ``K = Σ_B K_B``); taking ``K_B ≈ (tr K_B / tr K) K``
-    gives its target ``γ_B e`` with ``γ_B`` as above, so that the block solves add up to one Newton step.
-    """
-    sums = np.array([col_sq[start:end].sum() for start, end, _ in blocks], dtype=np.float64)
-    total = sums.sum()
-    return sums / total if total > 0 else np.full(len(blocks), 1.0 / len(blocks))
 
 
 @dataclass
