@@ -86,11 +86,12 @@ class Design:
             dense = np.zeros(self.p, dtype=self.A.dtype)
             dense[idx] = x
             return self.matvec(dense)
-        out = np.empty(self.n)
         if self.fortran:
-            self._pick(kern.cols_matvec_f, idx.size)(self.A, idx, x, out, self._runs(idx.size))
-        else:
-            self._pick(kern.cols_matvec_c, idx.size)(self.A, idx, x, out)
+            out = np.zeros((1, self.n))
+            self._pick(kern.cols_matmul_f, idx.size)(self.A, idx, x.reshape(-1, 1), out, self._runs(idx.size))
+            return self._scaled(out[0])
+        out = np.empty(self.n)
+        self._pick(kern.cols_matvec_c, idx.size)(self.A, idx, x, out)
         return self._scaled(out)
 
     def _dense_fraction(self):
@@ -142,7 +143,11 @@ class Design:
             self._pick(kern.matvec2_c, self.p)(self.A, dense_x, dense_y, out_x, out_y)
             return
         if self.fortran:
-            self._pick(kern.cols_matvec2_f, idx.size)(self.A, idx, x, y, out_x, out_y, self._runs(idx.size))
+            out = np.zeros((2, self.n))
+            self._pick(kern.cols_matmul_f, idx.size)(self.A, idx, np.column_stack([x, y]), out,
+                                                     self._runs(idx.size))
+            out_x += out[0]
+            out_y += out[1]
         else:
             self._pick(kern.cols_matvec2_c, idx.size)(self.A, idx, x, y, out_x, out_y)
 

@@ -41,27 +41,33 @@ def dot(x, y):
 
 # --------------------------------------------------------------------------- products
 @serial_and_parallel
-def cols_matvec_f(A, idx, x, out, runs):
-    """``out = A[:, idx] @ x`` for Fortran-ordered ``A``.
+def cols_matmul_f(A, idx, X, out, runs):
+    """``out += (A[:, idx] @ X)ᵀ`` for Fortran-ordered ``A``, ``X`` of shape ``(|idx|, r)`` and ``out`` of
+    shape ``(r, n)``: r products in one read of the columns.
 
     The columns are split into ``runs`` consecutive runs (one per thread in ``.parallel``); each run streams
-    its columns whole, in ``_ACC_ROWS``-row slices, into a private float64 accumulator that stays in cache.
+    its columns whole, in ``_ACC_ROWS``-row slices, into private float64 accumulators that stay in cache.
     (Slicing by rows first and visiting every column per slice read 1 KB per column and page: 2-6x slower.)
     """
-    n = A.shape[0]
-    acc = np.zeros((runs, n))
+    n, r = A.shape[0], X.shape[1]
+    acc = np.zeros((runs, r, n))
     for c in prange(runs):
         t0, t1 = c * idx.shape[0] // runs, (c + 1) * idx.shape[0] // runs
         for lo in range(0, n, _ACC_ROWS):
             hi = min(n, lo + _ACC_ROWS)
-            buf = np.zeros(hi - lo)
+            buf = np.zeros((r, hi - lo))
             for t in range(t0, t1):
                 col = A[lo:hi, idx[t]]  # a 1-d contiguous view: the loop below vectorises
-                xt = x[t]
-                for i in range(hi - lo):
-                    buf[i] += col[i] * xt
-            acc[c, lo:hi] = buf
-    _sum_runs(acc, out)
+                for q in range(r):
+                    xq = X[t, q]
+                    row = buf[q]
+                    for i in range(hi - lo):
+                        row[i] += col[i] * xq
+            acc[c, :, lo:hi] = buf
+    for c in range(runs):
+        for q in range(r):
+            for i in range(n):
+                out[q, i] += acc[c, q, i]
 
 
 @serial_and_parallel
@@ -73,50 +79,6 @@ def cols_matvec_c(A, idx, x, out):
         for t in range(idx.shape[0]):
             acc += A[i, idx[t]] * x[t]
         out[i] = acc
-
-
-@serial_and_parallel
-def cols_matvec2_f(A, idx, x, y, out_x, out_y, runs):
-    """``out_x += A[:, idx] @ x`` and ``out_y += A[:, idx] @ y`` in one read of the
-    columns (Fortran order, column runs and private accumulators as in ``cols_matvec_f``)."""
-    n = A.shape[0]
-    acc_x = np.zeros((runs, n))
-    acc_y = np.zeros((runs, n))
-    for c in prange(runs):
-        t0, t1 = c * idx.shape[0] // runs, (c + 1) * idx.shape[0] // runs
-        for lo in range(0, n, _ACC_ROWS):
-            hi = min(n, lo + _ACC_ROWS)
-            buf_x = np.zeros(hi - lo)
-            buf_y = np.zeros(hi - lo)
-            for t in range(t0, t1):
-                col = A[lo:hi, idx[t]]
-                xt = x[t]
-                yt = y[t]
-                for i in range(hi - lo):
-                    a = col[i]
-                    buf_x[i] += a * xt
-                    buf_y[i] += a * yt
-            acc_x[c, lo:hi] = buf_x
-            acc_y[c, lo:hi] = buf_y
-    _add_runs(acc_x, out_x)
-    _add_runs(acc_y, out_y)
-
-
-@njit(cache=True, fastmath=True)
-def _add_runs(acc, out):
-    """``out += Σ_c acc[c]``."""
-    for i in range(out.shape[0]):
-        s = 0.0
-        for c in range(acc.shape[0]):
-            s += acc[c, i]
-        out[i] += s
-
-
-@njit(cache=True, fastmath=True)
-def _sum_runs(acc, out):
-    """``out = Σ_c acc[c]``."""
-    out[:] = 0.0
-    _add_runs(acc, out)
 
 
 @serial_and_parallel
