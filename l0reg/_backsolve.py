@@ -22,6 +22,8 @@ exploding coefficients. The default ``rcond = size·ε`` uses the ε of A's
 dtype: directions a float32 A cannot resolve are not fitted, as float32
 coefficients could not represent their huge values anyway.
 """
+import hashlib
+
 import numpy as np
 import scipy.linalg
 from scipy.linalg import blas
@@ -93,7 +95,7 @@ def ridge_on_support(design, b, support, w_bar, nlam, rcond=None):
     support = np.asarray(support, dtype=np.int64)
     if support.size == 0:
         return np.zeros(design.p)
-    key = (support.tobytes(), id(b), id(w_bar), float(nlam), rcond)
+    key = (hashlib.blake2b(support.tobytes(), digest_size=16).digest(), id(b), id(w_bar), float(nlam), rcond)
     found = design.refits.get(key)
     if found is not None and found[0] is b and found[1] is w_bar:
         return found[2].copy()

@@ -248,7 +248,9 @@ def prune(model, data, sparsity=None, *, method="chita++", pattern=None, loss_fn
     scope : {"global", "layerwise"}
     block_size : None, "layer" or int
         ``None``: one problem over all ``p`` weights (global scope); ``"layer"``: one block per layer;
-        int: blocks of at most that many columns within each layer (block-diagonal Fisher).
+        int: blocks of at most that many columns within each layer (block-diagonal Fisher).  With the
+        gradient term each block B gets ``γ_B = γ‖A_B‖²/‖A‖²`` of it (its share of the Fisher trace), so
+        that the block steps add up to one Newton step instead of one each.
     score : {"fisher", "magnitude"}
         Screening score that allocates the block budgets and warm-starts the solver.
     line_search : sequence of float or False
