@@ -215,7 +215,7 @@ def _solve_active_set(full, design, projection, max_iter, backsolve, work_size, 
     for rival in rivals:
         W = np.union1d(W, np.flatnonzero(rival))
     W = projection.expand(W)
-    converged, sub = False, None
+    converged = False
     while True:
         with timed(full.timings, "active_set"):
             sub = None  # the previous working set's copy of A goes before the next one is made
