@@ -87,9 +87,7 @@ class Design:
             dense[idx] = x
             return self.matvec(dense)
         if self.fortran:
-            out = np.zeros((1, self.n))
-            self._pick(kern.cols_matmul_f, idx.size)(self.A, idx, x.reshape(-1, 1), out, self._runs(idx.size))
-            return self._scaled(out[0])
+            return self._scaled(self._cols_matmul(idx, x.reshape(-1, 1))[0])
         out = np.empty(self.n)
         self._pick(kern.cols_matvec_c, idx.size)(self.A, idx, x, out)
         return self._scaled(out)
@@ -99,14 +97,15 @@ class Design:
 
     def _pick(self, kernel, n_cols):
         """The serial or the parallel build of ``kernel`` for a product over ``n_cols`` columns."""
-        return kernel.parallel if self._parallel(n_cols) else kernel
+        return kernel.parallel if self.n * n_cols >= _PARALLEL_MIN_WORK else kernel
 
-    def _parallel(self, n_cols):
-        return self.n * n_cols >= _PARALLEL_MIN_WORK
-
-    def _runs(self, n_cols):
-        """Column runs of the Fortran-order product kernels: one per Numba thread when they run in parallel."""
-        return numba.get_num_threads() if self._parallel(n_cols) else 1
+    def _cols_matmul(self, idx, X):
+        """``(A[:, idx] @ X)ᵀ`` (r × n, float64) for a Fortran-ordered A: one column run per Numba thread
+        when the product runs in parallel."""
+        kernel = self._pick(kern.cols_matmul_f, idx.size)
+        out = np.zeros((X.shape[1], self.n))
+        kernel(self.A, idx, X, out, numba.get_num_threads() if kernel is kern.cols_matmul_f.parallel else 1)
+        return out
 
     def residual(self, b, idx, x):
         """``b − Â[:, idx] @ x`` accumulated in float64 (see ``cols_matvec``)."""
@@ -143,9 +142,7 @@ class Design:
             self._pick(kern.matvec2_c, self.p)(self.A, dense_x, dense_y, out_x, out_y)
             return
         if self.fortran:
-            out = np.zeros((2, self.n))
-            self._pick(kern.cols_matmul_f, idx.size)(self.A, idx, np.column_stack([x, y]), out,
-                                                     self._runs(idx.size))
+            out = self._cols_matmul(idx, np.column_stack([x, y]))
             out_x += out[0]
             out_y += out[1]
         else:

@@ -150,8 +150,9 @@ def _collection_state(model, layout, hooked, fallback):
 
 
 def column_means(A):
-    """``A.mean(axis=0)`` accumulated in float64 (by l0reg's column kernels for float32/64: 7x numpy's mean)."""
-    if A.dtype not in (np.float32, np.float64) or A.shape[0] == 0:
+    """``A.mean(axis=0)`` accumulated in float64 (by l0reg's column kernel for a Fortran float32/64 A: 7x
+    numpy's mean)."""
+    if A.dtype not in (np.float32, np.float64) or not A.flags.f_contiguous or A.shape[0] == 0:
         return A.mean(axis=0, dtype=np.float64)
     return Design(A).cols_rmatvec(np.arange(A.shape[1]), np.full(A.shape[0], 1.0 / A.shape[0]))
 
