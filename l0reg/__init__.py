@@ -5,6 +5,7 @@ Solves ``min_w ½‖b − A w‖² + (nλ/2)‖w − w̄‖²  subject to  ‖w�
 from ._brute_force import brute_force, solve_on_support
 from ._result import SolveResult
 from .blocks import BlocksResult, solve_blocks
+from .columns import column_means, column_norms_sq
 from .estimator import L0RidgeRegressor
 from .gram import GramResult, solve_gram
 from .path import L0RidgeCV, l0_path
@@ -12,6 +13,6 @@ from .projection import NM, Groups, Projection, TopK, projection_mask
 from .solver import objective, solve
 
 __all__ = ["BlocksResult", "GramResult", "Groups", "L0RidgeCV", "L0RidgeRegressor", "NM", "Projection", "SolveResult", "TopK",
-           "brute_force", "l0_path", "objective", "projection_mask", "solve", "solve_gram",
+           "brute_force", "column_means", "column_norms_sq", "l0_path", "objective", "projection_mask", "solve", "solve_gram",
            "solve_blocks", "solve_on_support"]
 __version__ = "0.1.0"

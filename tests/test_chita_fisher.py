@@ -368,11 +368,3 @@ def test_fisher_on_cuda():
     fs = empirical_fisher(model, select_parameters(model), data, n_rows=4, samples_per_row=2)
     assert isinstance(fs.A, np.ndarray)
     assert np.linalg.norm(fs.A - ref) / np.linalg.norm(ref) < 1e-4  # TF32 / different kernels on the GPU
-
-
-@pytest.mark.parametrize("order", ["C", "F"])
-@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
-def test_column_means_accumulate_in_float64(order, dtype):
-    from chita_nn.core.fisher import column_means
-    A = np.asarray(np.random.default_rng(0).standard_normal((300, 70)), dtype=dtype, order=order)
-    np.testing.assert_allclose(column_means(A), A.astype(np.float64).mean(axis=0), rtol=1e-12, atol=1e-14)

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from l0reg._design import Design
 from tqdm.auto import tqdm
+
+import l0reg
 
 from .batches import Calibration, to_device
 from .batches import batch_size as samples_in
@@ -147,14 +148,6 @@ def _collection_state(model, layout, hooked, fallback):
             recorder.remove()
         for param, flag in flags.items():
             param.requires_grad_(flag)
-
-
-def column_means(A):
-    """``A.mean(axis=0)`` accumulated in float64 (by l0reg's column kernel for a Fortran float32/64 A: 7x
-    numpy's mean)."""
-    if A.dtype not in (np.float32, np.float64) or not A.flags.f_contiguous or A.shape[0] == 0:
-        return A.mean(axis=0, dtype=np.float64)
-    return Design(A).cols_rmatvec(np.arange(A.shape[1]), np.full(A.shape[0], 1.0 / A.shape[0]))
 
 
 def _write(A, rows, cols, parts):
@@ -307,5 +300,5 @@ def empirical_fisher(model, params, data, *, n_rows, samples_per_row=1, loss_fn=
             bar.update(rows)
     logger.info("empirical Fisher %d x %d (%d samples/row) in %.2f s", n_rows, layout.p, m,
                 time.perf_counter() - start)
-    return FisherSample(A=A, loss=loss_sum / n_samples, grad=column_means(A),
+    return FisherSample(A=A, loss=loss_sum / n_samples, grad=l0reg.column_means(A),
                         n_samples=n_samples, samples_per_row=m, per_sample=per_sample)

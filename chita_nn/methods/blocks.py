@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 
 import l0reg
-from l0reg._design import Design
 
 logger = logging.getLogger(__name__)
 
@@ -46,17 +45,9 @@ def make_blocks(layer_slices, block_size=None, align=1):
     return blocks
 
 
-def column_norms_sq(A):
-    """``‖A_{:,j}‖²`` of every column of ``A``, accumulated in float64 (l0reg's kernel for float32/64: 12x
-    numpy's einsum on a Fortran A)."""
-    if A.dtype not in (np.float32, np.float64):
-        return np.einsum("ij,ij->j", A, A, dtype=np.float64, optimize=False)
-    return Design(A).col_sq()
-
-
 def screening_scores(w_bar, kind, col_sq):
     """Per-weight saliency: ``|w̄_j|`` (``"magnitude"``) or ``w̄_j² · ‖A_{:,j}‖²`` (``"fisher"``; ``col_sq`` from
-    :func:`column_norms_sq`)."""
+    :func:`l0reg.column_norms_sq`)."""
     if kind == "magnitude":
         return np.abs(w_bar)
     if kind == "fisher":

@@ -38,7 +38,7 @@ from ..core.patterns import Pattern, pattern_keep, row_length
 from ..core.report import LayerReport, PruneReport, StageReport
 from ..core.writeback import recompute_batchnorm as _recompute_batchnorm
 from ..core.writeback import write_weights_atomic
-from .blocks import (SCORES, allocate_budgets, column_norms_sq, gradient_shares, gradient_weight, layer_budgets,
+from .blocks import (SCORES, allocate_budgets, gradient_shares, gradient_weight, layer_budgets,
                      make_blocks, rhs, screening_scores, solve_blocks)
 from .safeguard import LossProbe, WorkingCopy, check_curvature, report_fallbacks, step_search
 from .schedules import SCHEDULES, sparsity_schedule
@@ -348,7 +348,7 @@ def prune(model, data, sparsity=None, *, method="chita++", pattern=None, loss_fn
         A = fisher.A
         if not np.isfinite(fisher.grad).all():
             raise ValueError(f"stage {t + 1}: the loss gradient is not finite (NaN or inf); model unchanged")
-        col_sq = column_norms_sq(A)  # one read of A for the curvature check and the screening score
+        col_sq = l0reg.column_norms_sq(A)  # one read of A for the curvature check and the screening score
         check_curvature(col_sq, n_rows, w, report, t + 1)
         report.settings["rows"] = "per-sample" if fisher.per_sample else "mini-batch (batch-mean loss)"
         t_grad = time.perf_counter() - t0
