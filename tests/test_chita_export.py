@@ -5,7 +5,7 @@ import torch
 
 import chita_nn
 from chita_nn.cli import main
-from chita_nn.core.export import FORMATS, dense_state_dict, export, load_export, load_state
+from chita_nn.core.export import STATE_FORMATS, dense_state_dict, export, load_export, load_state
 from chita_nn.core.writeback import load_pruned, save_pruned
 from chita_nn.methods.oneshot import magnitude_prune
 from chita_nn.zoo.models import DigitsMLP
@@ -24,7 +24,7 @@ def _same_outputs(a, b):
         return torch.equal(a(x), b(x))
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", STATE_FORMATS)
 def test_export_loads_into_the_unmodified_model_class(fmt, tmp_path):
     model = pruned_model(0.9)
     export(model, tmp_path / "m", fmt)
@@ -91,7 +91,7 @@ def test_package_exports():
     assert chita_nn.export is export and chita_nn.load_export is load_export
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", STATE_FORMATS)
 def test_cli_export_writes_each_format(fmt, tmp_path, capsys):
     save_pruned(pruned_model(0.9), tmp_path / "pruned.pt")
     assert main(["export", str(tmp_path / "pruned.pt"), "--format", fmt]) == 0

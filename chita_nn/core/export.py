@@ -8,18 +8,25 @@ Formats (:data:`FORMATS`):
   (about ``1/32 + (1 − s)`` of dense for float32 at sparsity ``s``), the rest dense; :func:`load_export`
   restores the dense state dict exactly;
 - ``"safetensors"``: the dense state dict as a safetensors file (``pip install safetensors``, or the ``hf``
-  extra), for Hugging Face tooling.
+  extra), for Hugging Face tooling;
+- ``"compressed-tensors"``: a Hugging Face model as a ``save_pretrained`` folder with its sparse ``Linear``
+  weights compressed as llm-compressor stores them (``sparse-24-bitmask`` for 2:4, else ``sparse-bitmask``; the
+  ``serve`` extra), see :mod:`chita_nn.core.compressed`.
 """
 import os
 
 import numpy as np
 import torch
 
+from .compressed import is_mostly_zero, load_compressed_tensors, save_compressed_tensors
 from .errors import first_line
 
-#: Formats and the file suffix each is written with by default.
-SUFFIXES = {"dense": ".dense.pt", "compact": ".compact.pt", "safetensors": ".safetensors"}
+#: Formats and the suffix of the file (folder, for compressed-tensors) each is written with by default.
+SUFFIXES = {"dense": ".dense.pt", "compact": ".compact.pt", "safetensors": ".safetensors",
+            "compressed-tensors": ".compressed-tensors"}
 FORMATS = tuple(SUFFIXES)
+#: The formats of any model or state dict (compressed-tensors needs a Hugging Face model).
+STATE_FORMATS = ("dense", "compact", "safetensors")
 COMPACT_TAG = "chita-compact-v1"
 SAFETENSORS_MAGIC = b"{"  # a safetensors file is an 8-byte header length, then a JSON header
 
@@ -40,12 +47,10 @@ def dense_state_dict(model_or_state):
 
 def _encode(tensor):
     """A bit mask plus nonzero values when that is smaller than the tensor, else the tensor itself."""
-    if not tensor.is_floating_point() or tensor.numel() == 0:
+    if not tensor.is_floating_point() or tensor.numel() == 0 or not is_mostly_zero(tensor):
         return tensor
     flat = tensor.reshape(-1)
     nonzero = flat != 0
-    if 2 * int(nonzero.sum()) > flat.numel():
-        return tensor
     return {"shape": list(tensor.shape), "bits": torch.from_numpy(np.packbits(nonzero.numpy())),
             "values": flat[nonzero].clone()}
 
@@ -71,10 +76,13 @@ def _save_safetensors(state, path):
 
 
 def export(model, path, format="dense"):
-    """Write ``model`` (an ``nn.Module`` or a state dict, pruned with masks or not) to ``path`` in ``format``
-    (see :data:`FORMATS`); returns the number of bytes written."""
+    """Write ``model`` (an ``nn.Module`` or a state dict, pruned with masks or not; a Hugging Face
+    ``PreTrainedModel`` for ``"compressed-tensors"``) to ``path`` (a folder for ``"compressed-tensors"``) in
+    ``format`` (see :data:`FORMATS`); returns the number of bytes written."""
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    if format == "compressed-tensors":
+        return save_compressed_tensors(model, path)
     state = {key: value.cpu() for key, value in dense_state_dict(model).items()}
     if format == "safetensors":
         _save_safetensors(state, path)
@@ -86,7 +94,10 @@ def export(model, path, format="dense"):
 
 
 def load_export(path):
-    """The dense state dict in a file written by :func:`export`, whatever its format."""
+    """The dense state dict in a file (or compressed-tensors folder) written by :func:`export`, whatever its
+    format."""
+    if os.path.isdir(path):
+        return load_compressed_tensors(path)
     with open(path, "rb") as fh:
         head = fh.read(9)
     if head[8:9] == SAFETENSORS_MAGIC:
