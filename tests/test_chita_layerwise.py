@@ -229,7 +229,8 @@ def test_chita_layer_error_at_most_sparsegpt_and_wanda(budget):
 
 def test_chita_on_a_model_beats_sparsegpt_and_wanda_on_block_zero():
     batches = token_batches(n_batches=1)
-    reports = {m: prune_layerwise(tiny_llama(layers=1), batches, 0.5, method=m, solver_options={"max_iter": 20})
+    reports = {m: prune_layerwise(tiny_llama(layers=1), batches, 0.5, method=m,
+                                  solver_options={"max_iter": 20} if m == "chita" else None)
                for m in ("chita", "sparsegpt", "wanda")}
     for i, layer in enumerate(reports["chita"].layers):
         best = min(reports["sparsegpt"].layers[i].reconstruction_error, reports["wanda"].layers[i].reconstruction_error)

@@ -29,19 +29,20 @@ def as_tensors(data, name="data"):
     return X, y
 
 
-def _tensors(batch):
+def tensors_in(batch):
+    """The tensors of a batch (or of its inputs), in order."""
     if isinstance(batch, torch.Tensor):
         return [batch]
     if isinstance(batch, Mapping):
         return [v for v in batch.values() if isinstance(v, torch.Tensor)]
     if isinstance(batch, (tuple, list)):
-        return [t for item in batch for t in _tensors(item)]
+        return [t for item in batch for t in tensors_in(item)]
     return []
 
 
 def batch_size(batch, name="data"):
     """Number of samples of ``batch``: the common leading dimension of its tensors."""
-    sizes = {t.shape[0] for t in _tensors(batch) if t.dim() > 0}
+    sizes = {t.shape[0] for t in tensors_in(batch) if t.dim() > 0}
     if len(sizes) != 1:
         what = "no tensor with a batch dimension" if not sizes else f"tensors of leading sizes {sorted(sizes)}"
         raise ValueError(f"{name}: a batch must hold tensors sharing their first (batch) dimension, got {what} "
@@ -115,13 +116,16 @@ class Calibration:
     ``(X, y)`` and ``TensorDataset`` stay two tensors (one batch); a ``DataLoader`` or another iterable is
     iterated once and its batches kept (calibration sets are small).  ``samples(index)`` returns the
     chosen samples as batches that never straddle two of the user's batches, so that batches of different
-    sequence lengths never need padding.
+    sequence lengths never need padding.  A ``Calibration`` given as ``data`` shares its batches (a checked
+    calibration set passes on without iterating the user's data twice).
     """
 
     def __init__(self, data, name="data"):
         self.name = name
-        if isinstance(data, TensorDataset) or (isinstance(data, (tuple, list)) and len(data) == 2
-                                               and all(isinstance(t, torch.Tensor) for t in data)):
+        if isinstance(data, Calibration):
+            self.batches = data.batches
+        elif isinstance(data, TensorDataset) or (isinstance(data, (tuple, list)) and len(data) == 2
+                                                 and all(isinstance(t, torch.Tensor) for t in data)):
             self.batches = [tuple(as_tensors(data, name))]
         elif isinstance(data, (torch.Tensor, Mapping)):
             self.batches = [data]

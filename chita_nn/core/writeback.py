@@ -6,12 +6,15 @@ forward pre-hook sets ``<name> = <name>_orig * <name>_mask``, so
 ``prune.remove(module, name)`` makes the pruning permanent.
 """
 import logging
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 from torch.nn.utils import prune
 
 from .batches import as_tensors
+from .data_checks import check_module
+from .errors import first_line
 from .runtime import model_device
 
 logger = logging.getLogger(__name__)
@@ -69,29 +72,37 @@ def write_weights(params, values, masks, *, mask=True):
 
 def write_weights_atomic(model, params, values, masks, *, mask=True, then=None):
     """:func:`write_weights` followed by ``then(model)`` (e.g. BatchNorm re-estimation), restoring ``model``
-    exactly if either fails.
-
-    The state dict and the set of reparametrised modules are saved first; on
-    any exception, reparametrisations added by this call are removed, the
-    saved state is loaded back, and the exception is re-raised.
-    """
-    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    before = {id(p.module): (is_reparametrized(p.module, p.param_name), list(p.module._parameters))
-              for p in params}
-    try:
+    exactly if either fails (see :func:`restored_on_failure`)."""
+    with restored_on_failure(model, [(p.module, p.param_name) for p in params], "write-back"):
         write_weights(params, values, masks, mask=mask)
         if then is not None:
             then(model)
+
+
+@contextmanager
+def restored_on_failure(model, targets, what):
+    """Run the body; on any exception restore ``model`` exactly and re-raise.
+
+    ``targets`` are the ``(module, name)`` pairs the body may reparametrise.  The state dict and each target
+    module's parameter order are saved first; on failure, reparametrisations added by the body are removed
+    (``prune.remove``), the parameter order restored (``prune.remove`` and a failed ``prune`` call register a
+    parameter last) and the saved state loaded back.
+    """
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    added = [(module, name) for module, name in targets if not is_reparametrized(module, name)]
+    orders = {module: list(module._parameters) for module, _ in targets}
+    try:
+        yield
     except BaseException:
-        for p in params:
-            was_reparametrized, order = before[id(p.module)]
-            if not was_reparametrized and is_reparametrized(p.module, p.param_name):
-                prune.remove(p.module, p.param_name)
-                for key in order:  # prune.remove re-registers the parameter last: restore the order
-                    p.module._parameters[key] = p.module._parameters.pop(key)
+        for module, name in added:
+            if is_reparametrized(module, name):
+                prune.remove(module, name)
+        for module, order in orders.items():
+            for key in order:
+                module._parameters[key] = module._parameters.pop(key)
         model.load_state_dict(saved)
         refresh_effective_weights(model)
-        logger.warning("write-back failed; model restored to its state before pruning")
+        logger.warning("%s failed; the model is restored to its state before it", what)
         raise
 
 
@@ -109,28 +120,75 @@ def save_pruned(model, path, report=None):
     torch.save(payload, path)
 
 
+def _read_pruned(path):
+    """The payload ``{"state_dict", "report"}`` of a file of :func:`save_pruned`; ``ValueError`` naming the file
+    if it is not a PyTorch file or another kind of PyTorch file (``OSError`` as usual if it cannot be opened)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- torch.load fails in many ways on a damaged or foreign file
+        raise ValueError(f"{path}: not a PyTorch file ({type(exc).__name__}: {first_line(exc)})") from None
+    state = payload.get("state_dict") if isinstance(payload, dict) else None
+    if not (isinstance(state, dict) and state
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
+        raise ValueError(f"{path}: not a file of chita_nn.save_pruned (pruned.pt of 'chita-nn prune'): it holds "
+                         f"no 'state_dict' of tensors; a plain state dict loads with "
+                         f"model.load_state_dict(torch.load(path))")
+    return payload
+
+
+def _masks_to_install(model, state, path):
+    """``{(module, name): mask}`` for the prune masks in ``state``; ``ValueError`` naming the file unless
+    :func:`load_pruned` can load ``state`` into ``model``: every key and every shape must fit once those tensors
+    are reparametrised (nothing is changed here)."""
+    modules = dict(model.named_modules())
+    shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    masks = {}
+    for key, mask in state.items():
+        if not _is_prune_mask(key, state):
+            continue
+        base = key[: -len("_mask")]
+        module_name, _, name = base.rpartition(".")
+        module = modules.get(module_name)
+        reparametrized = module is not None and is_reparametrized(module, name)
+        if module is None or not (reparametrized or base in shapes):
+            raise ValueError(f"{path}: holds a mask for {base}, which this model does not have (saved from another "
+                             f"architecture?); the model is unchanged")
+        masks[(module, name)] = mask
+        if not reparametrized:
+            shapes[base + "_orig"] = shapes[key] = shapes.pop(base)
+    missing, unexpected = sorted(set(shapes) - set(state)), sorted(set(state) - set(shapes))
+    if missing or unexpected:
+        listed = "; ".join(f"{what} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                           for what, keys in (("missing", missing), ("not in the model", unexpected)) if keys)
+        raise ValueError(f"{path}: does not fit the model ({listed}; saved from another architecture?); "
+                         f"the model is unchanged")
+    for key, value in state.items():
+        if tuple(value.shape) != shapes[key]:
+            raise ValueError(f"{path}: {key} has shape {tuple(value.shape)} in the file but {shapes[key]} in the "
+                             f"model (saved from another architecture?); the model is unchanged")
+    return masks
+
+
 def load_pruned(model, path):
     """Load a file written by :func:`save_pruned` into ``model``; returns the report dict.
 
-    Modules whose saved state has a ``<name>_mask`` are reparametrised first
-    (``prune.custom_from_mask``) so that the state dict keys match.
+    Modules whose saved state has a ``<name>_mask`` are reparametrised first (``prune.custom_from_mask``) so
+    that the state dict keys match.  The file and every key and shape are checked before the model is touched
+    (``ValueError`` naming the file), and the model is restored exactly if loading fails anyway.
     """
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    check_module(model)
+    payload = _read_pruned(path)
     state = payload["state_dict"]
-    modules = dict(model.named_modules())
-    for key, mask in state.items():
-        if not key.endswith("_mask"):
-            continue
-        module_name, _, attr = key.rpartition(".")
-        name = attr[: -len("_mask")]
-        module = modules.get(module_name)
-        if module is None:
-            raise KeyError(f"{path}: module {module_name!r} of saved mask {key!r} is not in the model")
-        if not is_reparametrized(module, name):
-            weight = getattr(module, name)
-            prune.custom_from_mask(module, name, mask.to(device=weight.device, dtype=weight.dtype))
-    model.load_state_dict(state)
-    refresh_effective_weights(model)
+    masks = _masks_to_install(model, state, path)
+    with restored_on_failure(model, list(masks), f"loading {path}"):
+        for (module, name), mask in masks.items():
+            if not is_reparametrized(module, name):
+                weight = getattr(module, name)
+                prune.custom_from_mask(module, name, mask.to(device=weight.device, dtype=weight.dtype))
+        model.load_state_dict(state)
+        refresh_effective_weights(model)
     return payload.get("report")
 
 

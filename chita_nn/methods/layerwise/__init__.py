@@ -11,10 +11,28 @@ calibration data, block by block: magnitude, Wanda, a SparseGPT-style OBS sweep,
 - :mod:`.owl` — OWL's outlier-weighted layer sparsities;
 - :mod:`.magnitude`, :mod:`.wanda`, :mod:`.sparsegpt`, :mod:`.chita` — the methods, on one layer's rows;
 - :mod:`.damping`, :mod:`.error` — the ridge and the reconstruction error;
+- :mod:`.options` — checking ``solver_options``;
 - :mod:`.weights` — rows of Linear / Conv1D weights, installing and restoring them.
 """
-from .api import BUDGETS, METHODS, prune_layerwise
+import functools
+
+from ...core.batches import Calibration
+from ...core.data_checks import check_inputs
+from . import api
+from .api import BUDGETS, METHODS
 from .budget import Budget
 from .error import relative_error
+from .options import check_solver_options
 
 __all__ = ["BUDGETS", "METHODS", "Budget", "prune_layerwise", "relative_error"]
+
+
+@functools.wraps(api.prune_layerwise)
+def prune_layerwise(model, data, sparsity=None, *, method="chita", solver_options=None, **options):
+    # The user's entry point: the model, the data's inputs and solver_options checked (one-line errors naming
+    # them) before api.prune_layerwise starts; the data is iterated once (the Calibration passes on).
+    solver_options = check_solver_options(solver_options, method)
+    calibration = Calibration(data, "data")
+    check_inputs(model, calibration)
+    return api.prune_layerwise(model, calibration, sparsity, method=method, solver_options=solver_options,
+                               **options)
