@@ -1,5 +1,7 @@
 """chita_nn.prune on the models users bring: DataLoaders and dict batches, loss forms, N:M / channel patterns
 that hold on every mask, and bad input that leaves the model unchanged."""
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -145,6 +147,44 @@ def test_causal_lm_loss_and_keyword_model():
     assert report.layers[0].name == "mlp.weight"
 
 
+def _per_sample_ce(net, batch, scale=1.0):
+    return scale * F.cross_entropy(net(batch[0]), batch[1], reduction="none")
+
+
+@losses.closure
+def _decorated(net, batch):
+    return _per_sample_ce(net, batch)
+
+
+@pytest.mark.parametrize("declared", [
+    losses.closure(lambda m, b: F.cross_entropy(m(b[0]), b[1], reduction="none")),
+    losses.closure(_per_sample_ce),
+    losses.closure(functools.partial(_per_sample_ce, scale=1.0)),
+    _decorated,
+    losses.output_target(lambda model, target: F.cross_entropy(model, target, reduction="none")),
+], ids=["lambda", "def", "partial", "decorator", "output_target"])
+def test_declared_loss_forms_give_the_default_rows(classifier, data, declared):
+    params = select_parameters(classifier)
+    default = empirical_fisher(classifier, params, data, n_rows=8, samples_per_row=2)
+    fisher = empirical_fisher(classifier, params, data, n_rows=8, samples_per_row=2, loss_fn=declared)
+    assert fisher.per_sample
+    np.testing.assert_allclose(fisher.A, default.A, rtol=1e-5, atol=1e-7)
+
+
+def test_a_declared_lambda_closure_prunes(classifier, data):
+    loss = losses.closure(lambda m, b: F.cross_entropy(m(b[0]), b[1], reduction="none"))
+    report = prune(classifier, data, 0.5, method="chita", loss_fn=loss, **FAST)
+    assert report.settings["loss"] == "<lambda>" and report.sparsity == pytest.approx(0.5, abs=0.01)
+
+
+@pytest.mark.parametrize("fn", [3, losses.mse()], ids=["int", "Loss"])
+def test_declaring_what_is_not_a_function(fn):
+    with pytest.raises(TypeError, match=r"^closure\(fn\): fn must be a function, got (int|a Loss)"):
+        losses.closure(fn)
+    with pytest.raises(TypeError, match=r"^output_target\(fn\): fn must be a function"):
+        losses.output_target(fn)
+
+
 def test_float_targets_need_a_loss(classifier, data):
     X, _ = data
     before = _state(classifier)
@@ -213,6 +253,19 @@ def test_magnitude_nm_picks_the_largest_of_each_group():
     (dict(data=(torch.randn(64, 16), torch.zeros(64, 1, dtype=torch.long))), ValueError, "targets of shape"),
     (dict(data=(torch.randn(64, 16), torch.full((64,), -100))), ValueError, "ignore index"),
     (dict(model="not a model"), TypeError, "model must be a torch.nn.Module"),
+    # a closure not declared: the error says which form was assumed and how to declare the other
+    (dict(loss_fn=lambda m, b: F.cross_entropy(m(b[0]), b[1], reduction="none")), ValueError,
+     r"^data: .*TypeError: 'Tensor' object is not callable \(loss_fn was called as fn\(output, target\); "
+     r"if it takes \(model, batch\), pass chita_nn\.losses\.closure\(fn\)\)$"),
+    (dict(loss_fn=lambda model, target: F.cross_entropy(model, target, reduction="none")), ValueError,
+     r"\(loss_fn was called as fn\(model, batch\), as its first parameter is named model; if it takes "
+     r"\(output, target\), pass chita_nn\.losses\.output_target\(fn\)\)$"),
+    (dict(loss_fn=losses.closure(lambda m, b: m(b[0]))), ValueError,
+     r"^loss_fn must return per-sample .* \(loss_fn was called as fn\(model, batch\), declared by losses\.closure\)$"),
+    (dict(loss_fn=lambda out, y: F.cross_entropy(out, y[1:], reduction="none")), ValueError,
+     r"Expected input batch_size .* \(loss_fn was called as fn\(output, target\);"),
+    (dict(data=(torch.ones(64, 16, dtype=torch.int8), torch.zeros(64, dtype=torch.long))), ValueError,
+     r"^data: .*dtype.* \(data's inputs are int8, the model's weights float32: pass float32 inputs\)$"),
 ])
 def test_bad_input_leaves_model_unchanged(classifier, data, kwargs, error, message):
     before = _state(classifier)

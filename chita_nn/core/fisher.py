@@ -25,8 +25,9 @@ from tqdm.auto import tqdm
 
 import l0reg
 
-from .batches import Calibration, to_device
+from .batches import Calibration, split, to_device
 from .batches import batch_size as samples_in
+from .data_checks import dtype_hint
 from .errors import first_line
 from .losses import as_loss, check_losses
 from .grad_rows import row_kernel
@@ -209,15 +210,26 @@ def _collect_batch(model, recorder, loss, batch, n_rows, A, row0):
     return losses.detach().double().sum().item()
 
 
+@contextmanager
+def _naming_the_form(loss):
+    """Add to a ``ValueError`` how the user's loss function was called (:attr:`Loss.assumed`), if it was one."""
+    try:
+        yield
+    except ValueError as exc:
+        if loss.assumed is None:
+            raise
+        raise ValueError(f"{first_line(exc)} (loss_fn was called as {loss.assumed})") from exc
+
+
 def _per_sample(model, loss, calibration, m):
     """Whether ``loss`` gives per-sample losses (True) or one batch mean (False), from one batch of ``m``."""
-    with torch.no_grad():
+    with torch.no_grad(), _naming_the_form(loss):
         batch = to_device(calibration.first(m), model_device(model))
         try:
             losses = loss.rows(model, batch)
         except (RuntimeError, TypeError, IndexError, KeyError, AttributeError) as exc:
             raise ValueError(f"data: the model (or loss_fn) cannot run on a batch of data: {type(exc).__name__}: "
-                             f"{first_line(exc)}") from exc
+                             f"{first_line(exc)}{dtype_hint(model, split(batch)[0], exc)}") from exc
         return check_losses(losses, samples_in(batch))
 
 

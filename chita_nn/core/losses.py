@@ -5,9 +5,13 @@
 or one scalar (the batch mean; each Fisher row is then the gradient of one mini-batch).  Accepted forms:
 
 - ``None``: cross-entropy for classifiers with integer targets (float targets are refused: pass a loss);
-- ``fn(model, batch)`` (a closure; recognised by its first parameter being named ``model``);
-- ``fn(output, target)`` (the classic form: the batch is split into inputs and target, see
-  :func:`chita_nn.core.batches.split`).
+- ``closure(fn)``: ``fn(model, batch)`` runs the forward pass itself, whatever its parameters are named
+  (``lambda m, b: ...``, ``functools.partial(...)``); as a convenience an undeclared function whose first
+  parameter is named ``model`` is taken as a closure too;
+- ``output_target(fn)``, or any other callable: ``fn(output, target)`` (the classic form: the batch is split
+  into inputs and target, see :func:`chita_nn.core.batches.split`).
+
+Which form was assumed is in :attr:`Loss.assumed`, and in the error when the loss fails on the first batch.
 
 A loss may have a separate Fisher form ``rows(model, batch)``, used for the rows of ``A`` while the loss
 itself judges the step search:
@@ -39,6 +43,8 @@ class Loss:
     """
 
     rows_are_gradients = True
+    #: For a user's function: how it is called and why, with the way to declare the other form (else None).
+    assumed = None
 
     def __init__(self, fn, description):
         self.fn, self.description = fn, description
@@ -326,7 +332,40 @@ def mse(fisher="empirical", seed=0):
     return MeanSquaredError(fisher, seed)
 
 
-def _takes_model(fn):
+def _callable(fn, name):
+    """``fn`` if it is a function to declare (not a :class:`Loss`, which has its form already)."""
+    if isinstance(fn, Loss) or not callable(fn):
+        what = "a Loss, which needs no declaration" if isinstance(fn, Loss) else type(fn).__name__
+        raise TypeError(f"{name} must be a function, got {what}")
+    return fn
+
+
+def _user_loss(fn, takes_model, assumed):
+    """The :class:`Loss` calling the user's ``fn`` as ``fn(model, batch)`` or ``fn(output, target)``."""
+    name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", None)  # a partial's
+    if takes_model:
+        loss = Loss(fn, name or "closure")
+    else:
+        loss = _output_target_loss(fn, name or "output-target loss")
+    loss.assumed = assumed
+    return loss
+
+
+def closure(fn):
+    """Declare ``fn`` a loss closure ``fn(model, batch) -> losses``, whatever its parameters are named
+    (``lambda m, b: ...``, ``def loss(net, batch)``, ``functools.partial``); it runs the forward pass itself.
+    Usable as a decorator; returns a :class:`Loss`."""
+    return _user_loss(_callable(fn, "closure(fn): fn"), True, "fn(model, batch), declared by losses.closure")
+
+
+def output_target(fn):
+    """Declare ``fn`` a loss ``fn(output, target) -> losses`` of the model's output and the batch's target
+    (needed only when its first parameter is named ``model``); returns a :class:`Loss`."""
+    return _user_loss(_callable(fn, "output_target(fn): fn"), False,
+                      "fn(output, target), declared by losses.output_target")
+
+
+def _first_parameter_is_model(fn):
     try:
         params = [p for p in inspect.signature(fn).parameters.values()
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
@@ -343,9 +382,11 @@ def as_loss(loss_fn, name="loss_fn"):
         return loss_fn
     if not callable(loss_fn):
         raise TypeError(f"{name} must be callable, got {type(loss_fn).__name__}")
-    if _takes_model(loss_fn):
-        return Loss(loss_fn, getattr(loss_fn, "__name__", "closure"))
-    return _output_target_loss(loss_fn, getattr(loss_fn, "__name__", "output-target loss"))
+    if _first_parameter_is_model(loss_fn):
+        return _user_loss(loss_fn, True, "fn(model, batch), as its first parameter is named model; if it takes "
+                                         "(output, target), pass chita_nn.losses.output_target(fn)")
+    return _user_loss(loss_fn, False, "fn(output, target); if it takes (model, batch), pass "
+                                      "chita_nn.losses.closure(fn)")
 
 
 def check_losses(losses, n_samples, name="loss_fn"):
