@@ -8,7 +8,7 @@ from torch import nn
 
 import l0reg
 from chita_nn import load_pruned, magnitude_prune, prune, save_pruned
-from chita_nn.methods.layerwise import prune_layerwise
+from chita_nn.methods.layerwise import METHODS, Budget, prune_layerwise
 from chita_nn.methods.layerwise.options import solver_option_names
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -72,6 +72,10 @@ LAYERWISE = {
     "inf in the third batch": (dict(data=[X, X, INF]), ValueError, "^data: the inputs of batch 2 contain NaN"),
     "no samples": (dict(data=[X[:0]]), ValueError, "^data is empty"),
     "model is a string": (dict(model="mlp"), TypeError, "^model must be a torch.nn.Module, got str$"),
+    "numpy data": (dict(data=X.numpy()), TypeError, r"^data: batches must hold torch tensors, got a numpy array"),
+    "gram_dtype a string": (dict(gram_dtype="float64"), ValueError,
+                            "^gram_dtype must be a floating-point torch dtype .*, got 'float64'$"),
+    "gram_dtype an integer dtype": (dict(gram_dtype=torch.int32), ValueError, "got torch.int32$"),  # was accepted
 }
 
 
@@ -100,6 +104,48 @@ def test_data_is_iterated_once():
     batches = iter([X[:16], X[16:]])  # a one-shot iterable: the check must not consume it
     report = prune_layerwise(mlp(), batches, 0.5, method="magnitude")
     assert report.settings["calibration_samples"] == 32
+
+
+# --- the per-layer solvers (public: METHODS[name](W, H, budget)) ---------------------------------------------
+
+W = torch.randn(4, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+H = X.double().T @ X.double() / len(X)
+
+PER_LAYER = {
+    "H of another width": (dict(H=H[:7, :7]), ValueError,
+                           r"^H must be 8 x 8 \(p = the columns of W\), torch.float64 on cpu as W, got .*\(7, 7\)"),
+    "H of another dtype": (dict(H=H.float()), ValueError, "got torch.float32 of shape"),
+    "H a numpy array": (dict(H=H.numpy()), TypeError, "^H must be a torch tensor, got ndarray$"),
+    "W integer": (dict(W=W.long()), ValueError, "^W must be a 2-D floating-point tensor .*, got torch.int64"),
+    "W 1-D": (dict(W=W[0]), ValueError, r"^W must be a 2-D .* of shape \(8,\)$"),
+    "budget a float": (dict(budget=0.5), TypeError, r"^budget must be a chita_nn.methods.layerwise.Budget"),
+    "N:M not dividing p": (dict(budget=Budget(0.5, n=2, m=3)), ValueError, "^budget 2:3 needs W's columns"),
+}
+#: chita() reads W.shape before its first call (sparsegpt) checks the inputs: chita.py needs check_layer first.
+_CHITA_UNCHECKED = {"H a numpy array", "W 1-D", "budget a float"}
+
+
+@pytest.mark.parametrize("method, case", [
+    pytest.param(method, case, marks=pytest.mark.xfail(strict=True, reason="chita.py: check_layer not called first"))
+    if method == "chita" and case in _CHITA_UNCHECKED else (method, case)
+    for method in METHODS for case in PER_LAYER])
+def test_per_layer_solver_bad_input(method, case):
+    given, error, match = PER_LAYER[case]
+    args = {"W": W, "H": H, "budget": Budget(0.5)} | given
+    with pytest.raises(error, match=match):
+        METHODS[method](args["W"], args["H"], args["budget"])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(sparsity=1.5), r"^Budget: sparsity must be a number in \[0, 1\], got 1.5$"),
+    (dict(sparsity="0.5"), "got '0.5'$"),
+    (dict(sparsity=0.5, per_row=1), "^Budget: per_row must be True or False, got 1$"),
+    (dict(sparsity=0.5, n=3, m=2), "^Budget: an N:M budget needs integers 0 < n < m, got n=3, m=2$"),
+    (dict(sparsity=0.5, n=2.0, m=4), "got n=2.0, m=4$"),
+])
+def test_budget_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Budget(**kwargs)
 
 
 # --- load_pruned ---------------------------------------------------------------------------------------------
@@ -171,11 +217,22 @@ def _missing(tmp_path):
     return mlp(), tmp_path / "nope.pt", FileNotFoundError, "nope.pt"
 
 
+def _path_not_a_path(tmp_path):
+    return mlp(), 123, TypeError, "^path must be a file path .*, got int$"
+
+
 @pytest.mark.parametrize("case", [_notes, _truncated, _plain_state_dict, _list, _wider_model, _fewer_outputs,
-                                  _other_names, _extra_layer, _pruned_model_dense_file, _not_a_model, _missing])
+                                  _other_names, _extra_layer, _pruned_model_dense_file, _not_a_model, _missing,
+                                  _path_not_a_path])
 def test_load_pruned_bad_file(tmp_path, case):
     model, path, error, match = case(tmp_path)
     _raises_one_line(error, match, lambda: load_pruned(model, path), model)
+
+
+def test_save_pruned_names_a_model_that_is_not_one(tmp_path):
+    with pytest.raises(TypeError, match="^model must be a torch.nn.Module, got str$"):
+        save_pruned("mlp", tmp_path / "pruned.pt")
+    assert not (tmp_path / "pruned.pt").exists()
 
 
 class _FailsToLoadOnce(nn.Linear):

@@ -43,6 +43,10 @@ def tensors_in(batch):
 def batch_size(batch, name="data"):
     """Number of samples of ``batch``: the common leading dimension of its tensors."""
     sizes = {t.shape[0] for t in tensors_in(batch) if t.dim() > 0}
+    items = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (tuple, list)) else [batch]
+    if any(isinstance(item, np.ndarray) for item in items):
+        raise TypeError(f"{name}: batches must hold torch tensors, got a numpy array: convert it with "
+                        f"torch.from_numpy(...)")
     if len(sizes) != 1:
         what = "no tensor with a batch dimension" if not sizes else f"tensors of leading sizes {sorted(sizes)}"
         raise ValueError(f"{name}: a batch must hold tensors sharing their first (batch) dimension, got {what} "

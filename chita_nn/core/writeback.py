@@ -6,6 +6,7 @@ forward pre-hook sets ``<name> = <name>_orig * <name>_mask``, so
 ``prune.remove(module, name)`` makes the pruning permanent.
 """
 import logging
+import os
 from contextlib import contextmanager
 
 import torch
@@ -114,6 +115,7 @@ def _is_prune_mask(key, state):
 def save_pruned(model, path, report=None):
     """Save the state dict (with ``*_orig`` / ``*_mask`` entries; prune masks stored as bool, a quarter of the
     size of ``*_orig`` rather than as much again) and the report as a dict."""
+    check_module(model)
     state = model.state_dict()
     state = {key: value.bool() if _is_prune_mask(key, state) else value for key, value in state.items()}
     payload = {"state_dict": state, "report": report.to_dict() if report is not None else None}
@@ -123,6 +125,8 @@ def save_pruned(model, path, report=None):
 def _read_pruned(path):
     """The payload ``{"state_dict", "report"}`` of a file of :func:`save_pruned`; ``ValueError`` naming the file
     if it is not a PyTorch file or another kind of PyTorch file (``OSError`` as usual if it cannot be opened)."""
+    if not isinstance(path, (str, os.PathLike)) and not hasattr(path, "read"):
+        raise TypeError(f"path must be a file path (str or os.PathLike) or a binary file, got {type(path).__name__}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except OSError:

@@ -5,6 +5,7 @@ sparsity ``s`` applied to every row (``round(s·p)`` pruned per row, as SparseGP
 whole layer (``round(s·r·p)`` pruned in total), or an N:M pattern (``m − n`` pruned in every group of ``m``
 consecutive entries of a row, along the input dimension).
 """
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,16 @@ class Budget:
     per_row: bool = True
     n: int = 0
     m: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, numbers.Real) \
+                or not 0 <= self.sparsity <= 1:
+            raise ValueError(f"Budget: sparsity must be a number in [0, 1], got {self.sparsity!r}")
+        if not isinstance(self.per_row, bool):
+            raise ValueError(f"Budget: per_row must be True or False, got {self.per_row!r}")
+        if (self.n, self.m) != (0, 0) and not (all(isinstance(v, int) and not isinstance(v, bool)
+                                                   for v in (self.n, self.m)) and 0 < self.n < self.m):
+            raise ValueError(f"Budget: an N:M budget needs integers 0 < n < m, got n={self.n!r}, m={self.m!r}")
 
     @property
     def nm(self):
@@ -70,3 +81,23 @@ def prune_lowest(scores, budget, start, end, p):
         if count:
             keep.view(-1)[scores.reshape(-1).topk(count, largest=False).indices] = False
     return keep
+
+
+def check_layer(W, H, budget):
+    """``TypeError`` / ``ValueError`` naming the argument unless ``W`` (r × p) and ``H`` (p × p) are floating-point
+    tensors of one dtype and device and ``budget`` a :class:`Budget` that fits p (the per-layer solvers' inputs)."""
+    for name, value in (("W", W), ("H", H)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch tensor, got {type(value).__name__}")
+    if W.dim() != 2 or not W.is_floating_point():
+        raise ValueError(f"W must be a 2-D floating-point tensor (rows r x inputs p), got {W.dtype} of shape "
+                         f"{tuple(W.shape)}")
+    p = W.shape[1]
+    if tuple(H.shape) != (p, p) or H.dtype != W.dtype or H.device != W.device:
+        raise ValueError(f"H must be {p} x {p} (p = the columns of W), {W.dtype} on {W.device} as W, got "
+                         f"{H.dtype} of shape {tuple(H.shape)} on {H.device}")
+    if not isinstance(budget, Budget):
+        raise TypeError(f"budget must be a chita_nn.methods.layerwise.Budget (e.g. Budget(0.5)), got "
+                        f"{type(budget).__name__}")
+    if budget.nm and p % budget.m:
+        raise ValueError(f"budget {budget.n}:{budget.m} needs W's columns (p = {p}) to be a multiple of {budget.m}")

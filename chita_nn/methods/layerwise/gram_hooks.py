@@ -22,6 +22,9 @@ class GramCollector:
     """Context manager: hooks on ``modules`` ({name: module}) while open; :meth:`gram` reads the results."""
 
     def __init__(self, modules, *, dtype=torch.float64, diagonal=False, stop_when_done=False, cross=False):
+        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ValueError(f"gram_dtype must be a floating-point torch dtype (torch.float64, torch.float32, ...), "
+                             f"got {dtype!r}")
         self.modules, self.dtype, self.diagonal = dict(modules), dtype, diagonal
         self.stop_when_done = stop_when_done
         self.owner = {}      # layer name -> name of the layer owning its accumulator

@@ -16,7 +16,7 @@ saliency, lowest first, as many as the budget allots to those columns.
 """
 import torch
 
-from .budget import prune_lowest
+from .budget import check_layer, prune_lowest
 from .damping import dampened
 
 
@@ -36,6 +36,7 @@ def sparsegpt(W, H, budget, *, dampening=0.01, block_size=128, keep=None, factor
     ``keep`` (bool r × p) fixes the mask instead of choosing it; ``factor`` is a precomputed
     :func:`inverse_cholesky` of H (layers sharing their inputs share it).
     """
+    check_layer(W, H, budget)
     U = inverse_cholesky(H, dampening) if factor is None else factor
     W = W.clone()
     p = W.shape[1]

@@ -4,6 +4,8 @@
 """
 import torch
 
+from .budget import check_layer
+
 
 def wanda_scores(W, norms_squared):
     """``|W_ij| · ‖X_j‖₂`` from ``norms_squared = diag H``."""
@@ -12,5 +14,6 @@ def wanda_scores(W, norms_squared):
 
 def wanda(W, H, budget, **_):
     """``(W ⊙ keep, keep)`` with ``keep`` the largest Wanda scores (per row as in the paper, or per layer)."""
+    check_layer(W, H, budget)
     keep = budget.select(wanda_scores(W, torch.diagonal(H)))
     return W * keep, keep
