@@ -9,7 +9,7 @@ VOCAB_MERGES = ["Ġ t", "h e", "Ġt he", "Ġ a", "i n", "Ġ s", "e r", "o n"]
 
 
 def _byte_tokens():
-    """GPT-2's printable stand-ins for the 256 bytes (``bytes_to_unicode``), in byte order of their table."""
+    """GPT-2's printable stand-ins for the 256 bytes (its ``bytes_to_unicode`` table)."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     others = [b for b in range(256) if b not in printable]
     return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(others))]

@@ -79,8 +79,8 @@ def _special_ends(tokenizer):
 
 def token_ids(tokenizer, text, limit=None):
     """The token ids of ``text`` (special tokens included), as a 1-d tensor: tokenised in windows of at most
-    a quarter of the tokenizer's ``model_max_length`` characters (no window is longer than the model takes,
-    and transformers does not warn), cut between words, so that the ids are those of the whole text for the
+    a quarter of the tokenizer's ``model_max_length`` characters (a token covers at least a byte, a character
+    at most four: no window is longer than the model takes, and transformers does not warn), cut between words, so that the ids are those of the whole text for the
     usual tokenizers.  With ``limit``, tokenising stops once ``limit`` ids are there (the result may be
     longer)."""
     max_length = getattr(tokenizer, "model_max_length", None)
