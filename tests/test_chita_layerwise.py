@@ -136,7 +136,7 @@ def test_model_without_blocks_is_pruned_layer_by_layer():
 
 
 # --------------------------------------------------------------------------- budgets and patterns
-@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt", "chita"])
 def test_row_layer_and_nm_budgets_hold(method):
     batches = token_batches()
     model = tiny_llama()
@@ -236,6 +236,18 @@ def test_chita_on_a_model_beats_sparsegpt_and_wanda_on_block_zero():
         best = min(reports["sparsegpt"].layers[i].reconstruction_error, reports["wanda"].layers[i].reconstruction_error)
         assert layer.reconstruction_error <= best + 1e-9
     assert reports["chita"].sparsity == 0.5
+
+
+def test_layers_reading_one_input_share_one_eigendecomposition(monkeypatch):
+    """q/k/v and gate/up read the same input: one eigendecomposition for each group, one for o and one for down,
+    per block (as the Cholesky factor)."""
+    from chita_nn.methods.layerwise import api
+
+    calls = []
+    original = api._FACTORIZATIONS["eig"]
+    monkeypatch.setitem(api._FACTORIZATIONS, "eig", lambda H, d: calls.append(H.shape) or original(H, d))
+    prune_layerwise(tiny_llama(layers=2), token_batches(n_batches=1), 0.5, method="chita")
+    assert len(calls) == 4 * 2
 
 
 # --------------------------------------------------------------------------- atomicity and validation

@@ -19,25 +19,8 @@ solver_options=None) -> (W_new, keep)`` for dense rows ``W`` (r × p, float64), 
 :class:`Budget`, with :func:`relative_error` the layer's reconstruction error (README: "Per-layer solvers on
 your own H").
 """
-import functools
-
-from ...core.batches import Calibration
-from ...core.data_checks import check_inputs
-from . import api
-from .api import BUDGETS, METHODS
+from .api import BUDGETS, METHODS, prune_layerwise
 from .budget import Budget
 from .error import relative_error
-from .options import check_solver_options
 
 __all__ = ["BUDGETS", "METHODS", "Budget", "prune_layerwise", "relative_error"]
-
-
-@functools.wraps(api.prune_layerwise)
-def prune_layerwise(model, data, sparsity=None, *, method="chita", solver_options=None, **options):
-    # The user's entry point: the model, the data's inputs and solver_options checked (one-line errors naming
-    # them) before api.prune_layerwise starts; the data is iterated once (the Calibration passes on).
-    solver_options = check_solver_options(solver_options, method)
-    calibration = Calibration(data, "data")
-    check_inputs(model, calibration)
-    return api.prune_layerwise(model, calibration, sparsity, method=method, solver_options=solver_options,
-                               **options)

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ...core.batches import Calibration, forward
+from ...core.data_checks import check_inputs
 from ...core.params import DEFAULT_IGNORE, select_parameters
 from ...core.patterns import Pattern
 from ...core.report import LayerReport, PruneReport
@@ -25,11 +26,12 @@ from ...core.runtime import eval_mode, model_device
 from ...core.writeback import write_weights_atomic
 from .blocks import capture, find_blocks, iterate_inputs, run_block, token_mask
 from .budget import Budget
-from .chita import chita
+from .chita import chita, penalty_path_eigh
 from .damping import corrected_target
 from .error import relative_error
 from .gram_hooks import GramCollector, StopForward
 from .magnitude import magnitude
+from .options import check_solver_options
 from .owl import outlier_ratio, owl_sparsities
 from .sparsegpt import inverse_cholesky, sparsegpt
 from .wanda import wanda
@@ -39,8 +41,10 @@ logger = logging.getLogger(__name__)
 
 #: method name -> function ``(W̄, H, budget, **options) -> (W, keep)`` on rows (float64).
 METHODS = {"chita": chita, "sparsegpt": sparsegpt, "wanda": wanda, "magnitude": magnitude}
-#: Methods that use the inverse Cholesky factor of the dampened H (shared by layers with the same inputs).
-_FACTORED = ("chita", "sparsegpt")
+#: Factorisations of H that a method reads (keyword -> function of ``(H, dampening)``), computed once per H and
+#: shared by the layers with the same inputs (q/k/v, gate/up).
+_FACTORIZATIONS = {"factor": inverse_cholesky, "eig": penalty_path_eigh}
+_FACTORS = {"chita": ("factor", "eig"), "sparsegpt": ("factor",)}
 BUDGETS = ("uniform", "owl")
 #: Default targets: every Linear (and GPT-2's Conv1D); the output head stays dense (``DEFAULT_IGNORE``).
 LAYERWISE_TARGETS = SUPPORTED
@@ -93,7 +97,9 @@ def prune_layerwise(model, data, sparsity=None, *, method="chita", pattern=None,
     t_start = time.perf_counter()
     parsed, sparsity = _check_arguments(method, pattern, sparsity, budgets, dampening, per_row, block_size,
                                         owl_threshold, owl_lambda, error_correction)
+    solver_options = check_solver_options(solver_options, method)
     calibration = Calibration(data, "data")
+    check_inputs(model, calibration)
     params = _select(model, targets, ignore, parsed)
     report = PruneReport(method=f"layerwise-{method}", target_sparsity=sparsity, settings=dict(
         method=method, pattern=str(parsed), dampening=dampening, budgets=budgets, per_row=per_row,
@@ -103,7 +109,7 @@ def prune_layerwise(model, data, sparsity=None, *, method="chita", pattern=None,
         report.settings.update(owl_threshold=owl_threshold, owl_lambda=owl_lambda)
     run = _Run(model, calibration, METHODS[method], dict(
         dampening=dampening, block_size=block_size, solver_options=solver_options),
-        method in _FACTORED, gram_dtype, report, error_correction)
+        _FACTORS.get(method, ()), gram_dtype, report, error_correction)
     snapshot = Snapshot(model, params)
     try:
         with eval_mode(model), _no_cache(model), torch.no_grad():
@@ -229,9 +235,9 @@ def _no_cache(model):
 class _Run:
     """State of one call: the calibration inputs, the pruning of each layer and its report."""
 
-    def __init__(self, model, calibration, prune_rows, options, factored, gram_dtype, report, correction):
+    def __init__(self, model, calibration, prune_rows, options, factors, gram_dtype, report, correction):
         self.model, self.calibration, self.prune_rows, self.options = model, calibration, prune_rows, options
-        self.factored, self.gram_dtype, self.report, self.correction = factored, gram_dtype, report, correction
+        self.factors, self.gram_dtype, self.report, self.correction = factors, gram_dtype, report, correction
         self.device = model_device(model)
         self.calls, self.keeps, self.layers = None, {}, {}
 
@@ -288,16 +294,16 @@ class _Run:
     def _prune(self, layers, collector, budget_of):
         """Prune ``layers`` from their Gram matrices and install the new weights (masks at the very end)."""
         t0 = time.perf_counter()
-        factors = {}
+        shared = {}
         for pp in layers:
             H = collector.gram(pp.name)
             owner = collector.owner[pp.name]
-            if self.factored and owner not in factors:
-                factors[owner] = inverse_cholesky(H, self.options["dampening"])
+            if owner not in shared:
+                shared[owner] = {name: _FACTORIZATIONS[name](H, self.options["dampening"]) for name in self.factors}
             W_bar = rows(pp).to(torch.float64)
             if collector.cross:
                 W_bar = corrected_target(W_bar, H, collector.cross_gram(pp.name), self.options["dampening"])
-            W, keep = self.prune_rows(W_bar, H, budget_of[pp.name], factor=factors.get(owner), **self.options)
+            W, keep = self.prune_rows(W_bar, H, budget_of[pp.name], **shared[owner], **self.options)
             install(pp, W.to(pp.parameter.dtype))
             self.keeps[pp.name] = keep
             self.layers[pp.name] = LayerReport(pp.name, tuple(pp.shape), pp.numel, int(keep.sum()),
