@@ -1,5 +1,6 @@
 """Checkpoint files of gradual runs: written atomically with a SHA-256 of their content inside, the last two kept
-(``checkpoint.pt`` and ``checkpoint.prev.pt``), verified on resume with a fall-back to the previous one.
+(``checkpoint.pt`` and ``checkpoint.prev.pt``), verified on resume with a fall-back to the previous one.  Layer-wise
+runs write one such file per finished block (:mod:`chita_nn.methods.layerwise.resume`) with :func:`write_checked`.
 
 The checksum covers every tensor byte and every value of the state (a canonical walk, see :func:`digest`), so
 a flipped byte in tensor data is caught, while ``torch.load(checkpoint.pt)`` still returns the plain state.
@@ -60,12 +61,17 @@ def atomic_torch_save(obj, path):
     os.replace(tmp, path)
 
 
+def write_checked(state, path):
+    """Write ``state`` with its checksum to ``path`` atomically (:func:`read_checkpoint` verifies it)."""
+    atomic_torch_save({**state, CHECKSUM_KEY: digest(state)}, path)
+
+
 def save_checkpoint(state, folder):
     """Write ``state`` with its checksum to ``folder/checkpoint.pt``; the one it replaces becomes
     ``checkpoint.prev.pt``.  A crash at any point leaves at least one complete checkpoint."""
     folder = Path(folder)
     tmp = folder / f".{CHECKPOINT}.new"
-    atomic_torch_save({**state, CHECKSUM_KEY: digest(state)}, tmp)
+    write_checked(state, tmp)
     if (folder / CHECKPOINT).exists():
         os.replace(folder / CHECKPOINT, folder / PREVIOUS)
     os.replace(tmp, folder / CHECKPOINT)

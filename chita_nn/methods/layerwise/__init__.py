@@ -13,6 +13,7 @@ calibration data, block by block: magnitude, Wanda, a SparseGPT-style OBS sweep,
 - :mod:`.damping`, :mod:`.error` — the ridge and the reconstruction error;
 - :mod:`.options` — checking ``solver_options``;
 - :mod:`.weights` — rows of Linear / Conv1D weights, installing and restoring them.
+- :mod:`.resume` — checkpoints of finished blocks, so that a stopped run resumes bit for bit.
 
 The per-layer solvers are public: ``METHODS[name](W, H, budget, *, dampening=0.01, factor=None,
 solver_options=None) -> (W_new, keep)`` for dense rows ``W`` (r × p, float64), ``H = XᵀX / n`` and a

@@ -7,7 +7,9 @@ the layer's budget.  The model's repeated blocks are processed in order: block l
 of the already pruned blocks before it (sequential pruning), from hidden states cached at block 0 and
 pushed through each pruned block in turn.  Layers outside the blocks (and every layer of a model without
 repeated blocks) are pruned afterwards one at a time, each from a forward pass of the partly pruned model
-that stops at the layer.  Nothing is left changed if anything fails.
+that stops at the layer.  Nothing is left changed if anything fails.  With ``checkpoint_dir`` every finished
+block (and layer outside the blocks) is checkpointed, and a call stopped anywhere resumes from there with the
+same result bit for bit (:mod:`.resume`).
 """
 import logging
 import math
@@ -33,6 +35,7 @@ from .gram_hooks import GramCollector, StopForward
 from .magnitude import magnitude
 from .options import check_solver_options
 from .owl import outlier_ratio, owl_sparsities
+from .resume import BLOCK, LAYER, Checkpoints, fingerprint, restored_report
 from .sparsegpt import inverse_cholesky, sparsegpt
 from .wanda import wanda
 from .weights import SUPPORTED, Snapshot, as_stored, install, kind, rows
@@ -53,7 +56,7 @@ LAYERWISE_TARGETS = SUPPORTED
 def prune_layerwise(model, data, sparsity=None, *, method="chita", pattern=None, targets=LAYERWISE_TARGETS,
                     ignore=DEFAULT_IGNORE, dampening=0.01, budgets="uniform", owl_threshold=5.0, owl_lambda=0.08,
                     per_row=True, block_size=128, gram_dtype=torch.float64, solver_options=None,
-                    error_correction=False, progress=False, mask=True):
+                    error_correction=False, progress=False, mask=True, checkpoint_dir=None, resume=True):
     """Prune ``model`` in place by layer-wise reconstruction on the calibration ``data``; returns a
     :class:`PruneReport` whose layers carry ``reconstruction_error`` (relative, on the calibration inputs).
 
@@ -93,6 +96,16 @@ def prune_layerwise(model, data, sparsity=None, *, method="chita", pattern=None,
         A tqdm bar over blocks.
     mask : bool
         Install ``torch.nn.utils.prune`` masks (``weight_mask``), or only write the zeros.
+    checkpoint_dir : str or Path, optional
+        A folder (created if needed) where every finished block, and every layer pruned outside the blocks, is
+        checkpointed as it finishes (:mod:`.resume`: atomic files with a checksum, one per block).  A call that
+        stops anywhere (killed, a failure) resumes from there when called again with the same folder: the result
+        is bit-identical to an uninterrupted run's (with the same torch thread count).  The files stay after
+        the call; delete the folder when done.
+    resume : bool
+        With ``checkpoint_dir``: continue from the checkpoints in it (none: start from the first block), refusing
+        them (``ValueError`` naming the difference) if they were written with other settings, calibration data
+        or model; ``False`` deletes them and starts over.
     """
     t_start = time.perf_counter()
     parsed, sparsity = _check_arguments(method, pattern, sparsity, budgets, dampening, per_row, block_size,
@@ -107,9 +120,16 @@ def prune_layerwise(model, data, sparsity=None, *, method="chita", pattern=None,
         error_correction=error_correction))
     if budgets == "owl":
         report.settings.update(owl_threshold=owl_threshold, owl_lambda=owl_lambda)
+    store = None
+    if checkpoint_dir is not None:
+        if not isinstance(resume, bool):
+            raise ValueError(f"resume must be True or False, got {resume!r}")
+        settings = dict(report.settings, sparsity=sparsity, gram_dtype=str(gram_dtype),
+                        layers=[pp.name for pp in params])
+        store = Checkpoints(checkpoint_dir, fingerprint(settings, calibration, model), model_device(model), resume)
     run = _Run(model, calibration, METHODS[method], dict(
         dampening=dampening, block_size=block_size, solver_options=solver_options),
-        _FACTORS.get(method, ()), gram_dtype, report, error_correction)
+        _FACTORS.get(method, ()), gram_dtype, report, error_correction, store)
     snapshot = Snapshot(model, params)
     try:
         with eval_mode(model), _no_cache(model), torch.no_grad():
@@ -119,8 +139,8 @@ def prune_layerwise(model, data, sparsity=None, *, method="chita", pattern=None,
                                          parsed.m or 0) for pp in params}
             if groups:
                 run.blocks(groups, budget_of, progress)
-            for pp in tqdm(outside, desc="layers", disable=not progress or not outside):
-                run.alone(pp, budget_of[pp.name])
+            for index, pp in enumerate(tqdm(outside, desc="layers", disable=not progress or not outside)):
+                run.alone(index, pp, budget_of[pp.name])
             write_weights_atomic(model, params, [pp.parameter.detach() for pp in params],
                                  [as_stored(pp, run.keeps[pp.name]) for pp in params], mask=mask)
     except BaseException:
@@ -235,11 +255,32 @@ def _no_cache(model):
 class _Run:
     """State of one call: the calibration inputs, the pruning of each layer and its report."""
 
-    def __init__(self, model, calibration, prune_rows, options, factors, gram_dtype, report, correction):
+    def __init__(self, model, calibration, prune_rows, options, factors, gram_dtype, report, correction, store):
         self.model, self.calibration, self.prune_rows, self.options = model, calibration, prune_rows, options
         self.factors, self.gram_dtype, self.report, self.correction = factors, gram_dtype, report, correction
         self.device = model_device(model)
         self.calls, self.keeps, self.layers = None, {}, {}
+        self.store = store
+        self.resuming = store is not None  # until the first unit without a checkpoint
+
+    def _saved(self, kind, index):
+        """The checkpointed state of unit ``index`` of ``kind`` (a block, a layer outside the blocks) if an
+        earlier run finished it and every unit before it, else None."""
+        state = self.store.load(kind, index) if self.resuming else None
+        self.resuming = state is not None
+        return state
+
+    def _restore(self, layers, state):
+        """Install the pruned rows of a checkpointed unit, with their masks and reports."""
+        for pp in layers:
+            install(pp, state["weights"][pp.name])
+            self.keeps[pp.name] = state["keeps"][pp.name]
+            self.layers[pp.name] = restored_report(state["layers"][pp.name])
+
+    def _finished(self, kind, index, layers):
+        """Checkpoint unit ``index`` of ``kind`` (if there is a checkpoint folder)."""
+        if self.store is not None:
+            self.store.save(kind, index, layers, self.keeps, self.layers)
 
     def _forward_all(self, collector):
         """Every calibration batch through the whole model (stopped early by the collector if it says so)."""
@@ -261,7 +302,8 @@ class _Run:
         correction, towards the dense model's outputs, carried along as ``dense`` hidden states)."""
         dense = list(self.calls) if self.correction else None
         for index, (block, layers) in enumerate(tqdm(groups, desc="blocks", disable=not progress)):
-            if layers:
+            saved = self._saved(BLOCK, index)
+            if layers and saved is None:
                 t0 = time.perf_counter()
                 with GramCollector({pp.name: pp.module for pp in layers}, dtype=self.gram_dtype,
                                    cross=self.correction) as collector:
@@ -273,23 +315,32 @@ class _Run:
                         run_block(block, call)
                 self.report.time_gradients += time.perf_counter() - t0
                 self._prune(layers, collector, budget_of)
-            elif dense is not None:
-                dense = [call.with_hidden(run_block(block, call)) for call in dense]
                 logger.info("block %d/%d: %d layers, relative errors %s", index + 1, len(groups), len(layers),
                             ", ".join(f"{self.layers[pp.name].reconstruction_error:.3g}" for pp in layers))
+            elif dense is not None:  # the dense block's outputs, as the reference pass computes them
+                dense = [call.with_hidden(run_block(block, call)) for call in dense]
+            if saved is None:
+                self._finished(BLOCK, index, layers)
+            else:  # after the dense pass above: the block's pruned outputs are computed below, as when pruned
+                self._restore(layers, saved)
             if index + 1 < len(groups):
                 t0 = time.perf_counter()
                 self.calls = [call.with_hidden(run_block(block, call)) for call in self.calls]
                 self.report.time_gradients += time.perf_counter() - t0
         self.calls = None
 
-    def alone(self, pp, budget):
-        """Prune one layer from full forward passes of the model pruned so far."""
+    def alone(self, index, pp, budget):
+        """Prune layer ``index`` outside the blocks from full forward passes of the model pruned so far."""
+        saved = self._saved(LAYER, index)
+        if saved is not None:
+            self._restore([pp], saved)
+            return
         t0 = time.perf_counter()
         with GramCollector({pp.name: pp.module}, dtype=self.gram_dtype, stop_when_done=True) as collector:
             self._forward_all(collector)
         self.report.time_gradients += time.perf_counter() - t0
         self._prune([pp], collector, {pp.name: budget})
+        self._finished(LAYER, index, [pp])
 
     def _prune(self, layers, collector, budget_of):
         """Prune ``layers`` from their Gram matrices and install the new weights (masks at the very end)."""

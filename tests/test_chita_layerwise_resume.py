@@ -1,0 +1,182 @@
+"""Resumable layer-wise runs: checkpoints of finished blocks (and of layers outside the blocks), a run stopped
+anywhere resumed bit for bit, other settings, data or model refused, damaged files detected."""
+import logging
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from test_chita_layerwise import mlp, tiny_llama, token_batches  # noqa: E402
+
+from chita_nn.core.params import DEFAULT_IGNORE  # noqa: E402
+from chita_nn.methods.checkpoints import CHECKSUM_KEY, CheckpointError, write_checked  # noqa: E402
+from chita_nn.methods.layerwise import api, prune_layerwise  # noqa: E402
+from chita_nn.methods.layerwise.resume import remove_checkpoints, verify  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+LLAMA_LAYERS = 7  # Linear layers of one tiny_llama block: q, k, v, o, gate, up, down
+
+
+def _state(model):
+    return {key: value.clone() for key, value in model.state_dict().items()}
+
+
+def _assert_same(state, expected):
+    assert list(state) == list(expected)
+    for key, value in expected.items():
+        assert torch.equal(state[key], value), key
+
+
+def _counting(monkeypatch, method, fail_at=None):
+    """Replace ``METHODS[method]`` by a wrapper that counts its calls and raises on call ``fail_at``."""
+    original, calls = api.METHODS[method], []
+
+    def counted(*args, **options):
+        calls.append(1)
+        if len(calls) == fail_at:
+            raise RuntimeError("injected")
+        return original(*args, **options)
+
+    monkeypatch.setitem(api.METHODS, method, counted)
+    return calls
+
+
+def _interrupted(monkeypatch, make, data, folder, fail_at, **options):
+    """A model whose pruning with checkpoints in ``folder`` failed on the ``fail_at``-th layer."""
+    model = make()
+    dense = _state(model)
+    _counting(monkeypatch, options["method"], fail_at)
+    with pytest.raises(RuntimeError, match="injected"):
+        prune_layerwise(model, data, checkpoint_dir=folder, **options)
+    _assert_same(model.state_dict(), dense)  # restored; the finished blocks are in the folder
+    return model
+
+
+CASES = {
+    # method and options, model, layers pruned in all, the failing call, layers checkpointed before it
+    "chita, fails in block 1": (dict(method="chita", sparsity=0.6), lambda: tiny_llama(layers=3),
+                                3 * LLAMA_LAYERS, LLAMA_LAYERS + 3, LLAMA_LAYERS),
+    "sparsegpt 2:4 with error correction, fails in block 2": (
+        dict(method="sparsegpt", pattern="2:4", error_correction=True), lambda: tiny_llama(layers=3),
+        3 * LLAMA_LAYERS, 2 * LLAMA_LAYERS + 1, 2 * LLAMA_LAYERS),
+    "wanda with OWL budgets, lm_head outside the blocks fails": (
+        dict(method="wanda", sparsity=0.5, budgets="owl", ignore=()), lambda: tiny_llama(layers=2),
+        2 * LLAMA_LAYERS + 1, 2 * LLAMA_LAYERS + 1, 2 * LLAMA_LAYERS),
+    "magnitude, no blocks, fails on the third layer": (dict(method="magnitude", sparsity=0.5), mlp, 3, 3, 2),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_interrupted_run_resumes_bit_identical_to_an_uninterrupted_run(monkeypatch, tmp_path, case):
+    options, make, total, fail_at, finished = CASES[case]
+    data = token_batches(n_batches=2) if make is not mlp else [torch.randn(8, 16, generator=torch.Generator()
+                                                                           .manual_seed(i)) for i in range(2)]
+    reference = make()
+    expected = prune_layerwise(reference, data, **options)
+
+    model = _interrupted(monkeypatch, make, data, tmp_path, fail_at, **options)
+    calls = _counting(monkeypatch, options["method"])
+    report = prune_layerwise(model, data, checkpoint_dir=tmp_path, **options)
+    assert len(calls) == total - finished  # the finished layers were restored, not pruned again
+    _assert_same(model.state_dict(), reference.state_dict())
+    assert report.layers == expected.layers  # reconstruction errors and counts, restored ones included
+
+    # every unit is checkpointed now: a third call prunes nothing and ends at the same weights
+    again = make()
+    calls.clear()
+    prune_layerwise(again, data, checkpoint_dir=tmp_path, **options)
+    assert not calls
+    _assert_same(again.state_dict(), reference.state_dict())
+
+
+@pytest.fixture
+def interrupted(monkeypatch, tmp_path):
+    """``(folder, options)`` of a tiny Llama run stopped in its second block (block 0 checkpointed)."""
+    options = dict(method="sparsegpt", sparsity=0.5)
+    _interrupted(monkeypatch, lambda: tiny_llama(layers=3), token_batches(), tmp_path, LLAMA_LAYERS + 2, **options)
+    monkeypatch.undo()
+    return tmp_path, options
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(sparsity=0.6), "sparsity=0.5, this run has sparsity=0.6"),
+    (dict(dampening=0.05), "dampening=0.01, this run has dampening=0.05"),
+    (dict(method="wanda"), "method='sparsegpt', this run has method='wanda'"),
+    (dict(ignore=(*DEFAULT_IGNORE, "*down_proj")), "layers="),
+    (dict(data=token_batches(seed=1)), "other calibration data"),
+    (dict(model=tiny_llama(layers=3, seed=1)), "another model"),
+])
+def test_other_settings_data_or_model_are_refused_before_any_change(interrupted, change, message):
+    folder, options = interrupted
+    model, data = change.pop("model", tiny_llama(layers=3)), change.pop("data", token_batches())
+    before = _state(model)
+    with pytest.raises(ValueError, match=message) as error:
+        prune_layerwise(model, data, checkpoint_dir=folder, **{**options, **change})
+    assert "block-0000.pt was written by a run with" in str(error.value) and "\n" not in str(error.value)
+    assert "resume=False" in str(error.value)
+    _assert_same(model.state_dict(), before)
+    # starting over in the same folder is allowed and replaces the files
+    prune_layerwise(model, data, checkpoint_dir=folder, resume=False, **{**options, **change})
+    assert verify(folder) == 3
+
+
+def _tamper(path):
+    """Change one weight of a checkpoint, keeping its stored checksum."""
+    state = torch.load(path, weights_only=True)
+    name = next(iter(state["weights"]))
+    state["weights"][name][0, 0] += 1.0
+    torch.save(state, path)
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage, message", [(_tamper, "checksum mismatch, the file is corrupted"),
+                                             (_truncate, "unreadable checkpoint")])
+@pytest.mark.parametrize("index", [0, 1])
+def test_damaged_checkpoint_is_named_and_the_model_left_unchanged(tmp_path, damage, message, index):
+    options = dict(method="magnitude", sparsity=0.5)
+    prune_layerwise(tiny_llama(layers=3), token_batches(), checkpoint_dir=tmp_path, **options)
+    path = tmp_path / f"block-{index:04d}.pt"
+    damage(path)
+    with pytest.raises(CheckpointError, match=message) as error:
+        verify(tmp_path)
+    assert str(path) in str(error.value)
+    model = tiny_llama(layers=3)
+    before = _state(model)
+    with pytest.raises(CheckpointError, match=message) as error:  # block 1: found while block 0 is restored
+        prune_layerwise(model, token_batches(), checkpoint_dir=tmp_path, **options)
+    assert str(error.value).startswith(f"{path}: ") and "delete it" in str(error.value)
+    _assert_same(model.state_dict(), before)
+
+
+def test_other_thread_count_is_warned_about(tmp_path, caplog):
+    options = dict(method="magnitude", sparsity=0.5)
+    prune_layerwise(tiny_llama(layers=2), token_batches(), checkpoint_dir=tmp_path, **options)
+    path = tmp_path / "block-0000.pt"
+    state = torch.load(path, weights_only=True)
+    del state[CHECKSUM_KEY]
+    state["environment"]["torch_threads"] += 1
+    write_checked(state, path)
+    with caplog.at_level(logging.WARNING, logger="chita_nn"):
+        prune_layerwise(tiny_llama(layers=2), token_batches(), checkpoint_dir=tmp_path, **options)
+    assert sum("may differ in the last bits" in record.message for record in caplog.records) == 1
+
+
+def test_checkpoint_folder_is_checked_and_removed(tmp_path):
+    model, batches = tiny_llama(layers=2), token_batches()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="checkpoint_dir .*file: is a file, not a folder"):
+        prune_layerwise(model, batches, 0.5, checkpoint_dir=tmp_path / "file")
+    with pytest.raises(ValueError, match="resume must be True or False"):
+        prune_layerwise(model, batches, 0.5, checkpoint_dir=tmp_path / "run", resume="yes")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / ".block-0001.pt.tmp123").write_bytes(b"half a file")  # left by a killed write
+    prune_layerwise(model, batches, 0.5, method="magnitude", checkpoint_dir=folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["block-0000.pt", "block-0001.pt"]
+    remove_checkpoints(folder)
+    assert not folder.exists()
