@@ -2,8 +2,9 @@
 
 The main entry points::
 
-    from chita_nn import prune, magnitude_prune
-    report = prune(model, (X_train, y_train), sparsity=0.9, method="chita++")
+    from chita_nn import CHITAPlusPlus, SparseGPT, prune
+    report = prune(model, (X_train, y_train), CHITAPlusPlus(sparsity=0.9))   # one recipe object per method
+    report = prune(llm, batches, SparseGPT(pattern="2:4"))                   # layer by layer
     print(report)
 
 Pruned weights are written back with ``torch.nn.utils.prune`` masks
@@ -23,6 +24,8 @@ _EXPORTS = {
     ".methods.distributed": ("distributed_block_prune",),
     ".methods.gradual": ("GradualConfig", "load_recipe", "run_gradual"),
     ".methods.oneshot": ("magnitude_prune", "prune"),
+    ".methods.recipe_types": ("CHITA", "CHITAPlusPlus", "LayerwiseCHITA", "Magnitude", "PruneRecipe", "SparseGPT",
+                              "Wanda"),
     ".methods.scale": ("block_prune",),
     ".methods.schedules": ("sparsity_schedule",),
     ".zoo.datasets": ("load_cifar10", "load_digits_data", "load_mnist", "resolve_data_dir", "subset"),

@@ -19,7 +19,8 @@ from chita_nn.core.writeback import load_pruned
 from chita_nn.zoo.models import DigitsMLP
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["--n-rows", "100", "--samples-per-row", "4", "--stages", "2"]
+CHITA_SMALL = ["--n-rows", "100", "--samples-per-row", "4"]
+SMALL = [*CHITA_SMALL, "--stages", "2"]  # CHITA++ (--stages is not an option of CHITA)
 
 
 def test_demo_prints_table(capsys):
@@ -31,7 +32,7 @@ def test_demo_prints_table(capsys):
 def test_prune_digits_saves_model_and_report(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["prune", "--model", "digits", "--sparsity", "0.9", "--method", "chita", "--out", str(out),
-                 "--epochs", "10", *SMALL]) == 0
+                 "--epochs", "10", *CHITA_SMALL]) == 0
     text = capsys.readouterr().out
     assert "test accuracy" in text and "fc1.weight" in text
     report = json.loads((out / "report.json").read_text())
@@ -46,7 +47,7 @@ def test_prune_excludes_parameters_and_takes_the_score(tmp_path):
     out = tmp_path / "run"
     assert main(["prune", "--model", "digits", "--sparsity", "0.8", "--method", "chita", "--out", str(out),
                  "--epochs", "5", "--block-size", "512", "--score", "magnitude", "--exclude", "fc3.*",
-                 *SMALL]) == 0
+                 *CHITA_SMALL]) == 0
     report = json.loads((out / "report.json").read_text())
     assert [layer["name"] for layer in report["layers"]] == ["fc1.weight", "fc2.weight"]
     assert report["settings"]["score"] == "magnitude"

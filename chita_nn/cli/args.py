@@ -42,7 +42,8 @@ positive = _typed(float, POSITIVE)
 
 
 class LibraryConstant(Sequence):
-    """``module.NAME`` (or ``module.NAME[key]``), imported on first use.
+    """``module.NAME`` (or ``module.NAME[key]``, or the attribute ``key`` of a class: a recipe's default),
+    imported on first use.
 
     As ``choices=`` it is imported when a value is checked; as an action's ``library_default`` it is shown by
     ``%(library_default)s`` in help text, imported only when that help is printed.
@@ -53,7 +54,9 @@ class LibraryConstant(Sequence):
 
     def value(self):
         value = getattr(importlib.import_module(self.module), self.name)
-        return value if self.key is None else value[self.key]
+        if self.key is None:
+            return value
+        return value[self.key] if isinstance(value, dict) else getattr(value, self.key)
 
     def __getitem__(self, index):
         return self.value()[index]
@@ -72,6 +75,7 @@ class LibraryConstant(Sequence):
 
 
 def library_default(action, module, name, key):
-    """Let ``action``'s help say ``%(library_default)s`` for ``module.NAME[key]``; returns the action."""
+    """Let ``action``'s help say ``%(library_default)s`` for ``module.NAME[key]`` (or ``module.NAME.key``);
+    returns the action."""
     action.library_default = LibraryConstant(module, name, key)
     return action

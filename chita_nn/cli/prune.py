@@ -1,32 +1,22 @@
 """``chita-nn prune`` (prune a model, save pruned.pt and report.json) and ``chita-nn demo`` (digits table)."""
 import argparse
+import dataclasses
 import logging
 import os
 import tempfile
 import time
 
-from ..methods.schedules import SCHEDULES
 from ..zoo import MODELS
-from .args import LibraryConstant, UsageError, count, fraction, library_default, non_negative, positive_int
+from .args import UsageError, fraction, positive_int
 from .paths import check_input_folder, check_output_folder, read_text_file
+from .recipe_flags import METHODS, add_recipe_arguments, recipes_from_args
 
 logger = logging.getLogger(__name__)
 
-ONESHOT = "chita_nn.methods.oneshot"
-METHODS = LibraryConstant(ONESHOT, "ALL_METHODS")
 PRUNED_HF = "model"
 PRUNE_OUTPUTS = ("pruned.pt", "report.json")
 CALIBRATION_DEFAULT = "python-docs"
 DATA_DIR_ENV = "CHITA_DATA_DIR"
-
-
-def _block_size(text):
-    if text == "layer":
-        return text
-    try:
-        return positive_int(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"must be 'layer' or an integer >= 1, got {text!r}") from None
 
 
 def use_threads(args, model):
@@ -36,64 +26,6 @@ def use_threads(args, model):
 
     if args.threads is not None or model == "digits":
         torch.set_num_threads(args.threads or 1)
-
-
-def prune_options(args):
-    """Keyword arguments of :func:`chita_nn.prune` from the parsed command line."""
-    options = dict(method=args.method, n_rows=args.n_rows, samples_per_row=args.samples_per_row, lam=args.lam,
-                   n_stages=args.stages, hold_stages=args.hold_stages, schedule=args.schedule, scope=args.scope,
-                   seed=args.seed, gradient_term=args.gradient_term, score=args.score)
-    if args.ignore is not None:
-        options["ignore"] = args.ignore
-    if args.targets is not None:
-        options["targets"] = args.targets
-    if args.pattern is not None:
-        options["pattern"] = args.pattern
-    if args.block_size is not None:
-        options["block_size"] = args.block_size
-    return options
-
-
-def _add_prune_arguments(parser, **defaults):
-    """The options of :func:`chita_nn.prune`; ``defaults`` replace library defaults (by ``DEFAULTS`` key)."""
-    def defaulted(flag, key, type, help):
-        if key in defaults:
-            parser.add_argument(flag, type=type, default=defaults[key], metavar="N",
-                                help=f"{help} (default %(default)s)")
-        else:
-            library_default(parser.add_argument(flag, type=type, default=None, metavar="N",
-                                                help=f"{help} (default %(library_default)s)"),
-                            ONESHOT, "DEFAULTS", key)
-
-    defaulted("--n-rows", "n_rows", positive_int, "Fisher rows n")
-    defaulted("--samples-per-row", "samples_per_row", positive_int, "samples averaged per Fisher row m")
-    defaulted("--lam", "lam", non_negative, "ridge lambda, the trust region around the current weights")
-    defaulted("--stages", "n_stages", positive_int, "CHITA++ stages")
-    parser.add_argument("--hold-stages", type=count, default=None, metavar="N",
-                        help="of these, stages at the target sparsity (default: stages // 5)")
-    parser.add_argument("--schedule", choices=SCHEDULES, default="exponential",
-                        help="sparsity schedule of the CHITA++ stages (default %(default)s)")
-    parser.add_argument("--scope", choices=LibraryConstant(ONESHOT, "SCOPES"), default="global", metavar="SCOPE",
-                        help="global: one budget for all layers; layerwise: the same sparsity in every layer "
-                             "(%(choices)s; default %(default)s)")
-    parser.add_argument("--block-size", type=_block_size, default=None, metavar="layer|N",
-                        help="block-diagonal Fisher: one block per layer, or blocks of at most N columns")
-    library_default(parser.add_argument(
-        "--gradient-term", action=argparse.BooleanOptionalAction, default=None,
-        help="b = A w - e/m instead of A w (default %(library_default)s)"), ONESHOT, "DEFAULTS", "gradient_term")
-    parser.add_argument("--score", choices=LibraryConstant("chita_nn.methods.blocks", "SCORES"), default="fisher",
-                        metavar="SCORE", help="screening score that sets the block budgets and the solver's start "
-                                              "(%(choices)s; default %(default)s)")
-    parser.add_argument("--ignore", "--exclude", nargs="+", default=None, metavar="PATTERN",
-                        help="modules or parameters not to prune: globs, 're:<regex>' or class names, e.g. "
-                             "'*downsample*'")
-    parser.add_argument("--targets", nargs="+", default=None, metavar="PATTERN",
-                        help="modules to prune: class names (Linear, Conv2d, Conv1D, MultiheadAttention, ...), "
-                             "globs or 're:<regex>' (default: Linear and Conv layers)")
-    parser.add_argument("--pattern", default=None, metavar="PATTERN",
-                        help="sparsity pattern: unstructured (default), N:M such as 2:4 or 4:8 (along each "
-                             "weight's rows; --sparsity may then be left out), or channel")
-    parser.add_argument("--seed", type=count, default=0, help="random seed (default %(default)s)")
 
 
 def data_folder(name, data_dir, source="--data-dir"):
@@ -220,12 +152,13 @@ def _save_hf(model, tokenizer, report, out):
 def _cmd_prune_custom(args):
     from ..core.writeback import save_pruned
     from ..methods.oneshot import prune
+    from ..methods.recipe_types import option_names
 
+    recipe = recipes_from_args(args, [args.method], later=["loss_fn"] if args.loss else [])[args.method]
     model, calibration, loss, tokenizer = _custom_problem(args)
-    options = prune_options(args)
-    if args.method not in ("chita-layerwise", "sparsegpt", "wanda", "magnitude"):
-        options["loss_fn"] = loss
-    report = prune(model, calibration, args.sparsity, progress=args.progress, **options)
+    if "loss_fn" in option_names(type(recipe)):  # --loss, else the model's own loss
+        recipe = dataclasses.replace(recipe, loss_fn=loss)
+    report = prune(model, calibration, recipe, progress=args.progress)
     print(report)
     os.makedirs(args.out, exist_ok=True)
     if args.model.startswith("hf:"):
@@ -257,14 +190,16 @@ def cmd_prune(args):
     from ..zoo.problems import load_problem
 
     check_output_folder(args.out, "--out", previous=PRUNE_OUTPUTS, overwrite=args.overwrite)
+    bn = (args.recompute_bn and args.method != "magnitude") or args.recompute_bn_all
+    recipe = recipes_from_args(args, [args.method], later=["recompute_batchnorm"] if bn else [])[args.method]
     data_dir = data_folder(args.model, args.data_dir)
     use_threads(args, args.model)
     model, train, test = load_problem(args.model, data_dir, seed=args.seed, epochs=args.epochs,
                                       test_limit=args.test_limit)
     before = evaluate(model, test)
-    bn = train if (args.recompute_bn and args.method != "magnitude") or args.recompute_bn_all else None
-    report = prune(model, train, args.sparsity, recompute_batchnorm=bn, progress=args.progress,
-                   **prune_options(args))
+    if bn:
+        recipe = dataclasses.replace(recipe, recompute_batchnorm=train)
+    report = prune(model, train, recipe, progress=args.progress)
     after = evaluate(model, test)
     print(report)
     print(f"test accuracy: dense {100 * before['accuracy']:.2f}%  ->  pruned {100 * after['accuracy']:.2f}%  "
@@ -285,6 +220,7 @@ def cmd_demo(args):
     from ..methods.oneshot import prune
     from ..zoo.problems import load_problem
 
+    rows = [recipes_from_args(args, args.methods, sparsity=sparsity) for sparsity in args.sparsities]
     use_threads(args, "digits")
     t0 = time.perf_counter()
     model, train, test = load_problem("digits", seed=args.seed, epochs=args.epochs)
@@ -292,11 +228,11 @@ def cmd_demo(args):
     print(f"digits MLP trained in {time.perf_counter() - t0:.1f}s: dense test accuracy {100 * dense:.2f}%")
     print(f"{'sparsity':>8} " + " ".join(f"{m:>10}" for m in args.methods) + "   (test accuracy %)")
     t_cells = time.perf_counter()
-    for row, sparsity in enumerate(args.sparsities):
+    for row, (sparsity, recipes) in enumerate(zip(args.sparsities, rows)):
         cells = []
-        for method in args.methods:
+        for recipe in recipes.values():
             pruned = copy.deepcopy(model)
-            prune(pruned, train, sparsity, **{**prune_options(args), "method": method})
+            prune(pruned, train, recipe)
             cells.append(f"{100 * evaluate(pruned, test)['accuracy']:>10.2f}")
         print(f"{sparsity:>8.2f} " + " ".join(cells), flush=True)
         if row == 0 and len(args.sparsities) > 1:
@@ -344,7 +280,7 @@ def add_prune_parser(subparsers, parents):
     p.add_argument("--recompute-bn-all", action="store_true", help="... after every method, MP included")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="progress bar of the CHITA++ stages (default on)")
-    _add_prune_arguments(p)
+    add_recipe_arguments(p)
     p.set_defaults(func=cmd_prune)
     return p
 
@@ -363,6 +299,6 @@ def add_demo_parser(subparsers, parents):
                    help="training epochs of the digits MLP (default %(default)s)")
     # Digits has ~1,300 training images and 6,464 weights: a smaller Fisher
     # sample and fewer stages keep the demo to about a minute.
-    _add_prune_arguments(d, n_rows=256, samples_per_row=4, n_stages=5)
+    add_recipe_arguments(d, n_rows=256, samples_per_row=4, n_stages=5)
     d.set_defaults(method="chita++", func=cmd_demo)
     return d

@@ -2,9 +2,9 @@
 
 Events happen at the start of epochs ``0, E, 2E, …, (N−1)E`` with sparsities on the cubic ramp
 (Zhu & Gupta) ``s_i = s_T + (s_0 − s_T)(1 − i/(N−1))³``, ``i = 0 … N−1``.  Each event calls
-:func:`chita_nn.methods.oneshot.prune` on the current masked model (the solve is centred at the current weights), then
-the momentum buffers are reset.  Between events the model is fine-tuned with SGD (momentum, weight decay) under
-a cosine learning rate restarted at each event,
+:func:`chita_nn.prune` with the event's recipe (:meth:`GradualConfig.event_recipe`) on the current masked model
+(the solve is centred at the current weights), then the momentum buffers are reset.  Between events the model
+is fine-tuned with SGD (momentum, weight decay) under a cosine learning rate restarted at each event,
 ``lr(t) = lr_min + ½(lr − lr_min)(1 + cos(π (t − t_i)/(t_{i+1} − t_i)))`` over the optimizer steps ``t`` of
 interval ``i``, with ``lr_min = cycle_min_lr`` between events and ``final_lr`` (about 1e-5) after the last one.
 
@@ -209,10 +209,8 @@ class _Trainer:
         return True
 
     def prune_event(self, index, sparsity):
-        options = dict(self.config.prune_options, pattern=self.config.event_pattern(sparsity))
         refresh_effective_weights(self.model)  # ``weight = orig · mask`` as a plain tensor, so prune can copy it
-        report = prune(self.model, self.train, sparsity, method=self.config.method,
-                       seed=self.config.seed + index, progress=self.progress, **options)
+        report = prune(self.model, self.train, self.config.event_recipe(index, sparsity), progress=self.progress)
         self.optimizer.state.clear()  # momentum reset: SGD starts a new buffer at the next step
         logger.info("prune event %d: sparsity %.4f in %.1fs%s", index, report.sparsity, report.time_total,
                     f" ({report.fallback_summary})" if report.fallbacks else "")

@@ -4,11 +4,12 @@ from dataclasses import dataclass, field
 from ..core.patterns import Pattern
 from ..core.rules import COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Rule
 from .oneshot import METHODS
+from .recipe_types import option_names, recipe_class
 from .schedules import sparsity_schedule
 
 AUGMENTATIONS = ("none", "crop_flip")
-#: Arguments of :func:`chita_nn.prune` that a gradual run sets itself, so ``prune_options`` may not hold them.
-RUN_OWNED_OPTIONS = ("model", "data", "sparsity", "method", "seed", "progress", "mask")
+#: Recipe options that a gradual run sets itself, so ``prune_options`` may not hold them.
+RUN_OWNED_OPTIONS = ("sparsity", "seed", "mask")
 
 #: The rule of every scalar field of :class:`GradualConfig`.
 FIELD_RULES = {
@@ -33,8 +34,9 @@ FIELD_RULES = {
 class GradualConfig:
     """A gradual pruning run (see :mod:`chita_nn.methods.gradual` for the schedules).
 
-    ``prune_options`` are passed to :func:`chita_nn.methods.oneshot.prune` at every event (``n_rows``, ``lam``,
-    ``n_stages``, ``block_size``, ...); ``seed + i`` is its seed at event ``i``.
+    ``method`` and ``prune_options`` make the recipe of every prune event (:meth:`event_recipe`: ``CHITA(**
+    prune_options)`` for ``method="chita"``, with ``n_rows``, ``lam``, ``block_size``, ...), checked when the
+    configuration is built; ``seed + i`` is its seed at event ``i``.
     """
 
     target_sparsity: float
@@ -75,8 +77,17 @@ class GradualConfig:
         owned = sorted(set(self.prune_options) & set(RUN_OWNED_OPTIONS))
         if owned:
             raise ValueError(f"prune_options may not set {owned}: the gradual run sets them itself")
-        if "pattern" in self.prune_options:  # an N:M pattern fixes the target sparsity: check it now
-            Pattern.parse(self.prune_options["pattern"]).sparsity(self.target_sparsity)
+        try:  # the recipe of the last event (an N:M pattern applies there: it must fit the target sparsity)
+            self.event_recipe(0, self.target_sparsity)
+        except TypeError as exc:
+            raise ValueError(f"prune_options: {exc}") from None
+
+    def event_recipe(self, index, sparsity):
+        """The recipe of prune event ``index`` (to ``sparsity``): ``method`` with ``prune_options``, the
+        event's pattern (:meth:`event_pattern`) and, where the method has one, seed ``seed + index``."""
+        cls = recipe_class(self.method)
+        seed = {"seed": self.seed + index} if "seed" in option_names(cls) else {}
+        return cls(**{**self.prune_options, "sparsity": sparsity, "pattern": self.event_pattern(sparsity), **seed})
 
     def event_pattern(self, sparsity):
         """The pattern of a prune event: an N:M pattern applies at the target sparsity, the events of the

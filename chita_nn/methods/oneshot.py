@@ -22,6 +22,7 @@ pattern, which may still change).  Each stage's solution ``w*`` (support
 import logging
 import numbers
 import time
+import warnings
 
 import numpy as np
 from torch import nn
@@ -38,22 +39,21 @@ from ..core.patterns import Pattern, pattern_keep, row_length
 from ..core.report import LayerReport, PruneReport, StageReport
 from ..core.writeback import recompute_batchnorm as _recompute_batchnorm
 from ..core.writeback import write_weights_atomic
-from .blocks import (SCORES, allocate_budgets, gradient_shares, gradient_weight, layer_budgets,
-                     make_blocks, rhs, screening_scores, solve_blocks)
+from .blocks import (allocate_budgets, gradient_shares, gradient_weight, layer_budgets, make_blocks, rhs,
+                     screening_scores, solve_blocks)
 from .safeguard import LossProbe, WorkingCopy, check_curvature, report_fallbacks, step_search
-from .schedules import SCHEDULES, sparsity_schedule
+from .schedules import sparsity_schedule
 
 logger = logging.getLogger(__name__)
 
+#: The global methods (a gradual run's prune events use one of them); every method: ``recipe_types.RECIPES``.
 METHODS = ("magnitude", "chita", "chita++")
-LAYERWISE_METHODS = ("chita-layerwise", "sparsegpt", "wanda")
-ALL_METHODS = METHODS + LAYERWISE_METHODS
 SCOPES = ("global", "layerwise")
 SUPPORTED_DEVICES = ("cpu", "cuda")
 
-#: Defaults of :func:`prune`, chosen on MLPNet/MNIST at 0.9 sparsity (see the README's "Choosing the settings"
-#: and benchmarks/table1.py): with the gradient term and λ = 1e-3 each CHITA++ stage lowers the training loss,
-#: and 15 stages of which 3 at the target sparsity reach the paper's CHITA++ accuracies.
+#: Defaults of the CHITA / CHITA++ recipes, chosen on MLPNet/MNIST at 0.9 sparsity (see the README's "Choosing
+#: the settings" and benchmarks/table1.py): with the gradient term and λ = 1e-3 each CHITA++ stage lowers the
+#: training loss, and 15 stages of which 3 at the target sparsity reach the paper's CHITA++ accuracies.
 DEFAULTS = {
     "n_rows": 1000,
     "samples_per_row": 16,
@@ -96,10 +96,12 @@ def _check_lam(lam):
 
 
 def _check_steps(line_search):
-    steps = tuple(DEFAULTS["line_search"] if line_search is None else (line_search or ()))
-    if any(isinstance(a, bool) or not (isinstance(a, numbers.Real) and 0.0 <= a <= 1.0) for a in steps):
-        raise ValueError(f"line_search steps must be numbers in [0, 1], got {list(steps)!r}")
-    return steps
+    """The step sizes of ``line_search``: None (the defaults), False (none) or a list of numbers in [0, 1]."""
+    steps = DEFAULTS["line_search"] if line_search is None else (line_search or ())
+    if not isinstance(steps, (list, tuple)) or any(
+            isinstance(a, bool) or not (isinstance(a, numbers.Real) and 0.0 <= a <= 1.0) for a in steps):
+        raise ValueError(f"line_search must be False or a list of step sizes in [0, 1], got {line_search!r}")
+    return tuple(steps)
 
 
 def _check_model(model):
@@ -201,119 +203,69 @@ def _stage_constraint(pattern, s_t, sparsity, scope, blocks, slices, shapes, sco
     return [int(keep0[s:e].sum()) for s, e, _ in blocks], keep0, projections
 
 
-def prune(model, data, sparsity=None, *, method="chita++", pattern=None, loss_fn=None, targets=DEFAULT_TARGETS,
-          ignore=DEFAULT_IGNORE, n_rows=None, samples_per_row=None, lam=None, gradient_term=None, n_stages=None,
-          hold_stages=None, schedule="exponential", scope="global", block_size=None, score="fisher",
-          line_search=None, loss_samples=None, solver_options=None, mask=True, recompute_batchnorm=None,
-          max_bytes=None, seed=0, progress=False):
-    """Prune ``model`` in place to ``sparsity`` and return a :class:`PruneReport`.
+def prune(model, data, recipe=None, *, progress=False, **deprecated):
+    """Prune ``model`` in place as ``recipe`` says and return a :class:`PruneReport`.
 
     Parameters
     ----------
     model : nn.Module on CPU or CUDA
     data : ``(X, y)``, a TensorDataset, a DataLoader or any iterable of batches (tensors, tuples, dicts /
-        Hugging Face ``BatchEncoding``): calibration data for the Fisher rows and the line search; unused by
-        ``"magnitude"``.
-    sparsity : float in [0, 1)
-        Fraction of the selected weights set to zero: ``k = ⌊(1 − s)p⌋`` are kept (per layer if layerwise).
-        May be None with an N:M pattern (implied: ``1 − n/m``).
-    method : {"chita++", "chita", "magnitude", "chita-layerwise", "sparsegpt", "wanda"}
-        The last three prune layer by layer on the reconstruction problem
-        (:func:`chita_nn.methods.layerwise.prune_layerwise`; only ``pattern``, ``targets``, ``ignore``,
-        ``mask``, ``seed`` and ``progress`` of the options below apply).
-    pattern : None / "unstructured", "N:M" (e.g. "2:4", "4:8") or "channel"
-        The sparsity pattern every returned mask satisfies (N:M along each weight's rows, i.e. the input
-        dimension of a ``Linear``; ``"channel"``: whole output rows, one block per layer).
-    loss_fn : callable, see :func:`chita_nn.core.losses.as_loss`
-        ``loss_fn(output, target)`` or ``loss_fn(model, batch)``, per-sample ``(B,)`` or a batch mean (each
-        Fisher row is then the gradient of one mini-batch of ``samples_per_row`` samples); default
-        cross-entropy (refused for float targets).  Ready-made: ``chita_nn.losses.cross_entropy()``,
-        ``causal_lm()``, ``distillation("mse" | "cosine")``.
-    targets, ignore : module types, class names, globs or ``"re:"`` patterns
-        Which weights are pruned (:func:`chita_nn.core.params.select_parameters`); ``lm_head`` is ignored by
-        default.
-    n_rows, samples_per_row : int
-        ``A`` has ``n_rows`` rows, each the mean gradient over ``samples_per_row`` samples
-        (defaults: :data:`DEFAULTS`, shrunk to fit a small ``data``).
-    lam : float
-        Ridge ``λ`` of ``(nλ/2)‖w − w̄‖²`` (a trust region around ``w̄``).
-    gradient_term : bool
-        ``b = A w̄ − e/m`` (True) or ``b = A w̄`` (default ``DEFAULTS["gradient_term"]``, False for a
-        loss whose rows are not its gradients: distillation and the ``fisher="true"`` losses).
-    n_stages, hold_stages : int
-        CHITA++ stages (ignored by CHITA, which is one stage): the sparsity rises over the first
-        ``n_stages − hold_stages`` along ``schedule`` (:func:`sparsity_schedule`) and stays at ``sparsity``
-        for the last ``hold_stages`` (default ``n_stages // 5`` with the gradient term, else 0).  With an N:M
-        pattern the rising stages are unstructured and the stages at the target are N:M.
-    scope : {"global", "layerwise"}
-    block_size : None, "layer" or int
-        ``None``: one problem over all ``p`` weights (global scope); ``"layer"``: one block per layer;
-        int: blocks of at most that many columns within each layer (block-diagonal Fisher).  With the
-        gradient term each block B gets ``γ_B = γ‖A_B‖²/‖A‖²`` of it (its share of the Fisher trace), so
-        that the block steps add up to one Newton step instead of one each.
-    score : {"fisher", "magnitude"}
-        Screening score that allocates the block budgets and warm-starts the solver.
-    line_search : sequence of float or False
-        Step sizes ``α`` tried on each stage's result (loss on ``loss_samples`` samples).
-    solver_options : dict
-        Extra keyword arguments of :func:`l0reg.solve` (default ``DEFAULTS["solver_options"]``).
-    mask : bool
-        Install ``torch.nn.utils.prune`` masks (True) or write zeros into the weights.
-    recompute_batchnorm : dataset or None
-        Re-estimate BatchNorm statistics on it after pruning (rolled back with the weights if it fails).
-        Use inputs distributed like the training inputs (augmentation included): the paper's ResNet20,
-        trained with random crops and flips, drops from 91.43% to 88.51% when its statistics are
-        re-estimated on un-augmented CIFAR-10 images.
+        Hugging Face ``BatchEncoding``): the calibration data (unused by :class:`~.recipe_types.Magnitude`).
+    recipe : a recipe of :mod:`chita_nn.methods.recipe_types`
+        The method and its options, checked when the recipe was built: ``Magnitude``, ``CHITA``,
+        ``CHITAPlusPlus`` (the empirical-Fisher methods), ``LayerwiseCHITA``, ``SparseGPT``, ``Wanda`` (layer by
+        layer, :func:`chita_nn.methods.layerwise.prune_layerwise`).
+    progress : bool
+        A progress bar (CHITA++ stages, layer-wise blocks).
+
+    The call form of earlier releases, ``prune(model, data, sparsity, method="chita++", n_rows=..., ...)``, still
+    works for one release with a ``DeprecationWarning`` naming the recipe to use instead; an option that the
+    method does not have is a ``TypeError`` there too.
     """
+    from .recipe_types import PruneRecipe, legacy_recipe
+
+    if isinstance(recipe, PruneRecipe):
+        if deprecated:
+            raise TypeError(f"prune(model, data, recipe) takes the options in the recipe, got "
+                            f"{', '.join(sorted(deprecated))}: {type(recipe).__name__}(..., "
+                            f"{sorted(deprecated)[0]}=...)")
+        return recipe.run(model, data, progress=progress)
+    recipe, old = legacy_recipe(recipe, deprecated)
+    warnings.warn(f"{old} is deprecated and will be removed in the next release: use "
+                  f"prune(model, data, {recipe!r}) (from chita_nn import {type(recipe).__name__})",
+                  DeprecationWarning, stacklevel=2)
+    return recipe.run(model, data, progress=progress)
+
+
+def fisher_prune(model, data, recipe, *, n_stages, hold_stages, schedule, stage_max_iter=None, progress=False):
+    """CHITA (one stage) or CHITA++ for a :class:`~.recipe_types.CHITA` / ``CHITAPlusPlus`` recipe (its options
+    checked when it was built): ``hold_stages`` None is ``n_stages // 5`` with the gradient term, else 0;
+    ``stage_max_iter`` the solver's ``max_iter`` unless ``solver_options`` set it."""
     t_start = time.perf_counter()
-    _check_choice("method", method, ALL_METHODS)
-    if method in LAYERWISE_METHODS:
-        from .layerwise import prune_layerwise
-        return prune_layerwise(model, data, sparsity, method=method.replace("-layerwise", ""), pattern=pattern,
-                               targets=targets, ignore=ignore, mask=mask, progress=progress)
-    if method == "magnitude":
-        return magnitude_prune(model, sparsity, scope=scope, pattern=pattern, targets=targets, ignore=ignore,
-                               mask=mask, recompute_batchnorm=recompute_batchnorm)
-    pattern = Pattern.parse(pattern)
-    sparsity = _check_sparsity(pattern.sparsity(sparsity))
-    _check_choice("scope", scope, SCOPES)
-    _check_choice("schedule", schedule, SCHEDULES)
-    _check_choice("score", score, SCORES)
-    if block_size is not None and block_size != "layer":
-        _check_positive_int("block_size", block_size)
+    method, pattern, sparsity = recipe.method, Pattern.parse(recipe.pattern), recipe.sparsity
+    sparsity = pattern.sparsity(sparsity)
+    scope, block_size, targets, ignore, score = (recipe.scope, recipe.block_size, recipe.targets, recipe.ignore,
+                                                 recipe.score)
     if pattern.kind == "channel":
-        if block_size not in (None, "layer"):
-            raise ValueError("block_size must be None or 'layer' with pattern='channel' (one block per layer)")
         scope, block_size = "layerwise", "layer"
     _check_model(model)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+    seed, n_rows, samples_per_row, lam = recipe.seed, recipe.n_rows, recipe.samples_per_row, recipe.lam
     calibration = Calibration(data, "data")
-    n_rows = _check_positive_int("n_rows", DEFAULTS["n_rows"] if n_rows is None else n_rows)
     if samples_per_row is None:
         n_rows = min(n_rows, calibration.max_rows(1))
         samples_per_row = max(1, min(DEFAULTS["samples_per_row"], calibration.n_samples // n_rows))
         while calibration.max_rows(samples_per_row) < n_rows:
             samples_per_row -= 1
-    samples_per_row = _check_positive_int("samples_per_row", samples_per_row)
-    lam = _check_lam(DEFAULTS["lam"] if lam is None else lam)
-    loss = as_loss(loss_fn).bind(model)
-    gradient_term = resolve_gradient_term(gradient_term, loss, DEFAULTS["gradient_term"])
+    loss = as_loss(recipe.loss_fn).bind(model)
+    gradient_term = resolve_gradient_term(recipe.gradient_term, loss, DEFAULTS["gradient_term"])
     gradient = gradient_weight(gradient_term, samples_per_row)
-    n_stages = _check_positive_int("n_stages", DEFAULTS["n_stages"] if n_stages is None else n_stages)
     if hold_stages is None:  # without the gradient term a stage at an unchanged sparsity has nothing to do
         hold_stages = n_stages // 5 if gradient_term else 0
-    if (isinstance(hold_stages, bool) or not isinstance(hold_stages, numbers.Integral)
-            or not 0 <= hold_stages < n_stages):
-        raise ValueError(f"hold_stages must be an integer in [0, n_stages={n_stages}), got {hold_stages!r}")
-    options = {**DEFAULTS["solver_options"], **(solver_options or {})}
-    if method == "chita":
-        n_stages, hold_stages = 1, 0
-    else:
-        options.setdefault("max_iter", DEFAULTS["stage_max_iter"])
-    steps = _check_steps(line_search)
-    loss_samples = DEFAULTS["loss_samples"] if loss_samples is None else loss_samples
-    loss_samples = _check_positive_int("loss_samples", loss_samples)
+    options = {**DEFAULTS["solver_options"], **(recipe.solver_options or {})}
+    if stage_max_iter is not None:
+        options.setdefault("max_iter", stage_max_iter)
+    steps = _check_steps(recipe.line_search)
+    loss_samples, max_bytes = recipe.loss_samples, recipe.max_bytes
     params, layout = _select(model, targets, ignore, pattern)
     slices, shapes = layout.offsets, [pp.shape for pp in params]
     p = layout.p
@@ -380,6 +332,6 @@ def prune(model, data, sparsity=None, *, method="chita++", pattern=None, loss_fn
                     t + 1, len(stages), s_t, stage.objective_start, stage.objective, stage.step,
                     stage.train_loss)
     report_fallbacks(report)
-    return _finish(model, params, layout, w, keep, pattern=pattern, mask=mask, report=report,
-                   recompute_batchnorm=recompute_batchnorm, t_start=t_start)
+    return _finish(model, params, layout, w, keep, pattern=pattern, mask=recipe.mask, report=report,
+                   recompute_batchnorm=recipe.recompute_batchnorm, t_start=t_start)
 

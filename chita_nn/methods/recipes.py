@@ -1,18 +1,18 @@
 """TOML recipes of gradual runs (``recipes/*.toml``), checked as a whole against a schema before anything runs.
 
 Every table and key is checked (type, range, finiteness, unknown or misplaced keys, required keys); all problems
-are reported at once, each naming the file, table and key.
+are reported at once, each naming the file, table and key.  The ``[prune]`` table is a method and the options of
+its recipe (:mod:`.recipe_types`): its keys and their rules are the recipes' own, so a TOML recipe builds the
+same objects as Python and the command line.
 """
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.rules import COUNT, NON_NEGATIVE, POSITIVE_INT, OneOf, Rule
+from ..core.rules import POSITIVE_INT, Rule
 from ..zoo import MODELS
-from .blocks import SCORES
 from .gradual_config import FIELD_RULES, RUN_OWNED_OPTIONS, GradualConfig
-from .oneshot import SCOPES, prune
-from .schedules import SCHEDULES
+from .oneshot import METHODS
+from .recipe_types import option_names, recipe_class, toml_option_rules
 
 try:
     import tomllib
@@ -20,19 +20,11 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 TOP = ""  # the top level, holding scalars only
-_STRINGS = OneOf((Rule("str"), Rule("strings")))
 
-#: Rules of the keyword arguments of :func:`chita_nn.prune` that a recipe can hold.
-PRUNE_OPTION_RULES = {
-    "n_rows": POSITIVE_INT, "samples_per_row": POSITIVE_INT, "lam": NON_NEGATIVE, "gradient_term": Rule("bool"),
-    "n_stages": POSITIVE_INT, "hold_stages": COUNT, "schedule": Rule("choice", choices=SCHEDULES),
-    "scope": Rule("choice", choices=SCOPES), "block_size": OneOf((Rule("choice", choices=("layer",)), POSITIVE_INT)),
-    "score": Rule("choice", choices=SCORES), "line_search": OneOf((Rule("bool"), Rule("numbers"))),
-    "loss_samples": POSITIVE_INT, "solver_options": Rule("table"), "targets": _STRINGS, "ignore": _STRINGS,
-    "max_bytes": POSITIVE_INT,
-}
-#: Arguments of :func:`chita_nn.prune` that TOML cannot express (callables, datasets).
-_NOT_IN_RECIPES = ("loss_fn", "recompute_batchnorm")
+#: Rules of the options of the global methods' recipes that a TOML recipe can hold (not callables or datasets,
+#: nor what the run sets itself).
+PRUNE_OPTION_RULES = {name: rule for name, rule in toml_option_rules(METHODS).items()
+                      if name not in RUN_OWNED_OPTIONS}
 
 SCHEMA = {
     TOP: {"seed": FIELD_RULES["seed"], "out": Rule("str")},
@@ -45,6 +37,7 @@ SCHEMA = {
     "prune": {"method": FIELD_RULES["method"], **PRUNE_OPTION_RULES},
 }
 REQUIRED = {"model": ("name",), "schedule": ("target_sparsity",)}
+DEFAULT_METHOD = GradualConfig.method
 
 
 class RecipeError(ValueError):
@@ -76,18 +69,11 @@ def _home(key):
     return None
 
 
-def _extra_prune_keys():
-    """Arguments of :func:`chita_nn.prune` a recipe may pass unchecked (prune validates them)."""
-    names = set(inspect.signature(prune).parameters)
-    return names - set(RUN_OWNED_OPTIONS) - set(_NOT_IN_RECIPES) - set(PRUNE_OPTION_RULES)
-
-
 def _table_problems(table, values):
     rules = SCHEMA[table]
-    extra = _extra_prune_keys() if table == "prune" else set()
     problems = [f"{_where(table, key)} must be {rules[key].describe()}, got {value!r}"
                 for key, value in values.items() if key in rules and not rules[key].accepts(value)]
-    unknown = [key for key in values if key not in rules and key not in extra]
+    unknown = [key for key in values if key not in rules]
     if unknown:
         hints = [f"{key} belongs {_home(key)}" for key in unknown if _home(key)]
         hints += [] if len(hints) == len(unknown) else [f"known: {', '.join(sorted(rules))}"]
@@ -95,6 +81,18 @@ def _table_problems(table, values):
         problems.append(f"{place} has unknown keys {', '.join(unknown)} ({'; '.join(hints)})")
     problems += [f"{_where(table, key)} is required" for key in REQUIRED.get(table, ()) if key not in values]
     return problems
+
+
+def _method_problems(options):
+    """Keys of ``[prune]`` that its method's recipe does not have."""
+    method = options.get("method", DEFAULT_METHOD)
+    if method not in METHODS:
+        return []
+    cls = recipe_class(method)
+    names = option_names(cls)
+    return [f"[prune] {key} does not apply to method {method!r} ({cls.__name__}; its keys: "
+            f"{', '.join(name for name in names if name in PRUNE_OPTION_RULES)})"
+            for key in options if key in PRUNE_OPTION_RULES and key not in names]
 
 
 def schema_problems(raw):
@@ -109,7 +107,8 @@ def schema_problems(raw):
             problems.append(f"{table} must be a table [{table}], got {value!r}")
         else:
             problems += _table_problems(table, value)
-    return problems
+    prune = raw.get("prune", {})
+    return problems + (_method_problems(prune) if isinstance(prune, dict) else [])
 
 
 def parse_recipe(text, source="recipe"):
@@ -126,7 +125,7 @@ def parse_recipe(text, source="recipe"):
     if problems:
         raise RecipeError(f"{source}: " + "; ".join(problems))
     options = dict(raw.get("prune", {}))
-    method = options.pop("method", "chita++")
+    method = options.pop("method", DEFAULT_METHOD)
     try:
         config = GradualConfig(method=method, prune_options=options, seed=raw.get("seed", 0),
                                **raw.get("schedule", {}), **raw.get("optimizer", {}))

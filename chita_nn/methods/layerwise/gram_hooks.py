@@ -18,13 +18,19 @@ class StopForward(Exception):
     """Raised by a hook to end a forward pass early (nothing after it is needed)."""
 
 
+def check_gram_dtype(dtype):
+    """``dtype``, or ``ValueError`` naming ``gram_dtype`` unless it is a floating-point torch dtype."""
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"gram_dtype must be a floating-point torch dtype (torch.float64, torch.float32, ...), "
+                         f"got {dtype!r}")
+    return dtype
+
+
 class GramCollector:
     """Context manager: hooks on ``modules`` ({name: module}) while open; :meth:`gram` reads the results."""
 
     def __init__(self, modules, *, dtype=torch.float64, diagonal=False, stop_when_done=False, cross=False):
-        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-            raise ValueError(f"gram_dtype must be a floating-point torch dtype (torch.float64, torch.float32, ...), "
-                             f"got {dtype!r}")
+        check_gram_dtype(dtype)
         self.modules, self.dtype, self.diagonal = dict(modules), dtype, diagonal
         self.stop_when_done = stop_when_done
         self.owner = {}      # layer name -> name of the layer owning its accumulator

@@ -1,5 +1,5 @@
-"""``solver_options`` of layer-wise CHITA: keyword arguments of :func:`l0reg.solve_gram`, checked by name before
-any work starts."""
+"""``solver_options``: keyword arguments of a solver (:func:`l0reg.solve_gram` for layer-wise CHITA,
+:func:`l0reg.solve` for the global one), checked by name before any work starts."""
 import inspect
 from collections.abc import Mapping
 
@@ -11,28 +11,35 @@ import l0reg
 SET_PER_LAYER = ("H", "W_bar", "C", "lam", "k", "budget", "projection")
 
 
-def solver_option_names():
-    """The keyword arguments of :func:`l0reg.solve_gram` a user may set: all but :data:`SET_PER_LAYER`."""
-    return tuple(name for name in inspect.signature(l0reg.solve_gram).parameters if name not in SET_PER_LAYER)
+def solver_option_names(solver=l0reg.solve_gram, set_by_caller=SET_PER_LAYER):
+    """The keyword arguments of ``solver`` a user may set: all but ``set_by_caller``."""
+    return tuple(name for name in inspect.signature(solver).parameters if name not in set_by_caller)
+
+
+def check_keyword_options(options, solver, set_by_caller, why):
+    """``options`` (keyword arguments of ``solver``) as a dict, empty for None; ``TypeError`` / ``ValueError``
+    naming ``solver_options`` and the option the user typed, with the valid ones (``why``: how the pruning
+    sets those of ``set_by_caller``)."""
+    if options is None:
+        return {}
+    what = f"l0reg.{solver.__name__}"
+    if not isinstance(options, Mapping):
+        raise TypeError(f"solver_options must be a dict of {what} options, got {type(options).__name__}")
+    valid = solver_option_names(solver, set_by_caller)
+    for name in options:
+        if name in set_by_caller:
+            raise ValueError(f"solver_options: {name!r} is set {why}; options: {', '.join(valid)}")
+        if name not in valid:
+            raise ValueError(f"solver_options: unknown option {name!r}; options (of {what}): {', '.join(valid)}")
+    return dict(options)
 
 
 def check_solver_options(solver_options, method):
-    """``solver_options`` as a dict (empty for None); ``TypeError`` / ``ValueError`` naming the argument and
-    the option the user typed, with the valid ones."""
-    if solver_options is None:
-        return {}
-    if not isinstance(solver_options, Mapping):
-        raise TypeError(f"solver_options must be a dict of l0reg.solve_gram options, got "
-                        f"{type(solver_options).__name__}")
-    if solver_options and method != "chita":
+    """``solver_options`` of :func:`~.api.prune_layerwise` as a dict (empty for None): ``l0reg.solve_gram``
+    options, for ``method='chita'`` only."""
+    if solver_options and method != "chita" and isinstance(solver_options, Mapping):
         raise ValueError(f"solver_options apply to method='chita' only (they are l0reg.solve_gram's), got "
                          f"method={method!r}")
-    valid = solver_option_names()
-    for name in solver_options:
-        if name in SET_PER_LAYER:
-            raise ValueError(f"solver_options: {name!r} is set for every layer by the pruning itself (from "
-                             f"sparsity, pattern, per_row and dampening); options: {', '.join(valid)}")
-        if name not in valid:
-            raise ValueError(f"solver_options: unknown option {name!r}; options (of l0reg.solve_gram): "
-                             f"{', '.join(valid)}")
-    return dict(solver_options)
+    return check_keyword_options(solver_options, l0reg.solve_gram, SET_PER_LAYER,
+                                 "for every layer by the pruning itself (from sparsity, pattern, per_row and "
+                                 "dampening)")
