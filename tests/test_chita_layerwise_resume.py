@@ -1,6 +1,13 @@
 """Resumable layer-wise runs: checkpoints of finished blocks (and of layers outside the blocks), a run stopped
 anywhere resumed bit for bit, other settings, data or model refused, damaged files detected."""
 import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -180,3 +187,82 @@ def test_checkpoint_folder_is_checked_and_removed(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["block-0000.pt", "block-0001.pt"]
     remove_checkpoints(folder)
     assert not folder.exists()
+
+
+TESTS = Path(__file__).parent
+_CHILD = textwrap.dedent("""
+    import sys, time
+    import torch
+    torch.set_num_threads(1)
+    from test_chita_layerwise import tiny_llama, token_batches
+    from chita_nn.core.writeback import save_pruned
+    from chita_nn.methods.layerwise import prune_layerwise, resume
+
+    out, mode = sys.argv[1], sys.argv[2]
+    if mode == "hang":  # stop for good after the first checkpoint, so that the kill comes after it
+        save = resume.Checkpoints.save
+
+        def save_then_hang(self, *args):
+            save(self, *args)
+            time.sleep(600)
+
+        resume.Checkpoints.save = save_then_hang
+    model = tiny_llama(layers=3)
+    report = prune_layerwise(model, token_batches(n_batches=3), 0.6, method="chita",
+                             checkpoint_dir=None if mode == "plain" else out + "/checkpoints")
+    save_pruned(model, out + "/pruned.pt", report)
+""")
+
+
+def _child(script, out, mode):
+    """The child script in its own process group, with fixed thread counts."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)]), "OMP_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, str(script), str(out), mode], env=env, start_new_session=True)
+
+
+def _stop(proc):
+    """Kill the process group of ``proc`` if it still runs: no process is left behind."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _finish(proc, timeout=300):
+    """The exit status of ``proc``, which is killed (with its group) if it is not done within ``timeout``."""
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        _stop(proc)
+
+
+def test_run_killed_after_a_checkpoint_resumes_bit_identical_to_an_uninterrupted_process(tmp_path):
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD)
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    reference.mkdir()
+    killed.mkdir()
+    assert _finish(_child(script, reference, "plain")) == 0
+
+    proc = _child(script, killed, "hang")
+    first = killed / "checkpoints" / "block-0000.pt"
+    try:
+        deadline = time.monotonic() + 300
+        while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first.exists(), f"no checkpoint written (exit status {proc.poll()})"
+        os.killpg(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        _stop(proc)
+    assert sorted(p.name for p in first.parent.iterdir()) == ["block-0000.pt"]
+    assert not (killed / "pruned.pt").exists()
+    inode = first.stat().st_ino
+
+    assert _finish(_child(script, killed, "resume")) == 0
+    assert first.stat().st_ino == inode  # block 0 was restored, not pruned and written again
+    assert sorted(p.name for p in first.parent.iterdir()) == ["block-0000.pt", "block-0001.pt", "block-0002.pt"]
+    resumed = torch.load(killed / "pruned.pt", weights_only=True)
+    expected = torch.load(reference / "pruned.pt", weights_only=True)
+    _assert_same(resumed["state_dict"], expected["state_dict"])
+    assert resumed["report"]["layers"] == expected["report"]["layers"]
