@@ -84,3 +84,67 @@ def test_own_models_from_the_command_line(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "tiny50" / "model" / "model.safetensors").exists()
     assert (tmp_path / "mine50" / "pruned.pt").exists()
     assert (tmp_path / "smol24-sparse" / "config.json").exists()
+
+
+@pytest.mark.usefixtures("torch_single_thread")
+def test_pruning_example_uses_a_recipe(capsys):
+    (code,) = python_blocks("chita_nn: pruning PyTorch networks")
+    assert "CHITAPlusPlus(" in code and "method=" not in code
+    namespace = {}
+    exec(compile(code, str(README), "exec"), namespace)
+    report, model = namespace["report"], namespace["model"]
+    assert report.method == "chita++" and abs(report.sparsity - 0.9) < 1e-3
+    assert not hasattr(model.fc1, "weight_mask") and hasattr(model.fc2, "weight_mask")  # fc1's mask removed
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_recipes_section_matches_the_recipes():
+    """The table lists every recipe's own options and nothing else; the quoted error is the one raised."""
+    from chita_nn import SparseGPT
+    from chita_nn.methods.recipe_types import RECIPES, PruneRecipe, option_names
+
+    text = section("Recipes: one object per method")
+    rows = {match[0]: match[1] for match in re.findall(r"^\| `(\w+)` \(`[\w+-]+`\) \| (.*) \|$", text, flags=re.M)}
+    assert set(rows) == {cls.__name__ for cls in RECIPES.values()}
+    base = set(option_names(PruneRecipe))
+    listed = {name for cells in rows.values() for name in re.findall(r"`(\w+)`", cells)}
+    assert listed - {"l0reg"} == {name for cls in RECIPES.values() for name in option_names(cls)} - base
+    for cls in RECIPES.values():
+        if not re.search(r"\w+'s", rows[cls.__name__]):  # a row that does not refer to another lists them all
+            assert set(re.findall(r"`(\w+)`", rows[cls.__name__])) == set(option_names(cls)) - base, cls
+    quoted = re.search(r"`SparseGPT\(sparsity=0.7, n_rows=64\)` is `TypeError: (.*?), \.\.\.`", " ".join(text.split()))
+    with pytest.raises(TypeError) as info:
+        SparseGPT(sparsity=0.7, n_rows=64)
+    assert str(info.value).startswith(quoted.group(1))
+
+
+def test_your_model_example(tmp_path, monkeypatch):
+    """Run as written in a folder holding path/to/folder-or-file.gguf (a tiny Llama)."""
+    from tiny_lm import write_tiny_gguf
+
+    (code,) = python_blocks("Your model, your data, your pattern")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "path" / "to").mkdir(parents=True)
+    write_tiny_gguf(tmp_path / "path" / "to" / "folder-or-file.gguf")
+    namespace = {}
+    exec(compile(code, str(README), "exec"), namespace)
+    assert namespace["report"].method == "layerwise-chita" and abs(namespace["report"].sparsity - 0.5) < 1e-9
+    assert namespace["small_report"].method == "chita++" and len(namespace["small_report"].stages) == 2
+    assert (tmp_path / "pruned-2of4" / "model.safetensors").exists()
+
+
+@pytest.mark.usefixtures("torch_single_thread")
+def test_layerwise_example():
+    """The section's block on a tiny Llama (``model``) and random token ids (``calibration_ids``)."""
+    import transformers
+
+    (code,) = python_blocks("Layer-wise pruning (language models)")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, vocab_size=100)
+    namespace = {"model": transformers.LlamaForCausalLM(config).eval(),
+                 "calibration_ids": torch.randint(0, 100, (16, 12), generator=torch.Generator().manual_seed(1))}
+    exec(compile(code, str(README), "exec"), namespace)
+    errors = namespace["errors"]
+    assert len(errors) == 14 and all(0 <= error < 1 for _, error in errors)
+    assert namespace["report"].method == "layerwise-magnitude"
