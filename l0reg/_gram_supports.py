@@ -13,6 +13,38 @@ from numba import njit, prange
 
 
 @njit(cache=True)
+def kth_largest(score, k):
+    """The ``k``-th largest entry of ``score`` (1 ≤ k ≤ p): quickselect on a copy, O(p) expected.
+
+    Written out instead of ``np.partition``, whose Numba implementation took about a third of the
+    compile time of the layer-wise solver's first call (16 of 55 s in a fresh cache, 2 loaded cores).
+    """
+    a = score.copy()
+    target = k - 1  # position in descending order
+    lo, hi = 0, a.shape[0] - 1
+    while lo < hi:
+        x, y, z = a[lo], a[(lo + hi) // 2], a[hi]
+        pivot = max(min(x, y), min(max(x, y), z))  # median of three
+        i, j = lo, hi
+        while i <= j:
+            while a[i] > pivot:
+                i += 1
+            while a[j] < pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if target <= j:
+            hi = j
+        elif target >= i:
+            lo = i
+        else:
+            break  # a[j + 1 : i] all equal the pivot
+    return a[target]
+
+
+@njit(cache=True)
 def topk_into(score, k, mask):
     """``mask`` ← the ``k`` largest entries of ``score`` (ties: lowest index); O(p)."""
     p = score.shape[0]
@@ -22,7 +54,7 @@ def topk_into(score, k, mask):
     if k >= p:
         mask[:] = True
         return
-    thresh = np.partition(score, p - k)[p - k]
+    thresh = kth_largest(score, k)
     above = 0
     for j in range(p):
         if score[j] > thresh:
