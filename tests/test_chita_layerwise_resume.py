@@ -16,6 +16,7 @@ transformers = pytest.importorskip("transformers")
 
 from test_chita_layerwise import mlp, tiny_llama, token_batches  # noqa: E402
 
+from chita_nn.cli import main  # noqa: E402
 from chita_nn.core.params import DEFAULT_IGNORE  # noqa: E402
 from chita_nn.methods.checkpoints import CHECKSUM_KEY, CheckpointError, write_checked  # noqa: E402
 from chita_nn.methods.layerwise import api, prune_layerwise  # noqa: E402
@@ -190,16 +191,27 @@ def test_checkpoint_folder_is_checked_and_removed(tmp_path):
 
 
 TESTS = Path(__file__).parent
+USER_MODELS = textwrap.dedent("""
+    from test_chita_layerwise import tiny_llama, token_batches
+
+
+    def make_model():
+        return tiny_llama(layers=3)
+
+
+    def make_data():
+        return token_batches(n_batches=3)
+
+
+    def broken():
+        raise RuntimeError("the model was loaded")
+""")
 _CHILD = textwrap.dedent("""
     import sys, time
-    import torch
-    torch.set_num_threads(1)
-    from test_chita_layerwise import tiny_llama, token_batches
-    from chita_nn.core.writeback import save_pruned
-    from chita_nn.methods.layerwise import prune_layerwise, resume
+    from chita_nn.cli import main
+    from chita_nn.methods.layerwise import resume
 
-    out, mode = sys.argv[1], sys.argv[2]
-    if mode == "hang":  # stop for good after the first checkpoint, so that the kill comes after it
+    if sys.argv[1] == "hang":  # stop for good after the first checkpoint, so that the kill comes after it
         save = resume.Checkpoints.save
 
         def save_then_hang(self, *args):
@@ -207,44 +219,61 @@ _CHILD = textwrap.dedent("""
             time.sleep(600)
 
         resume.Checkpoints.save = save_then_hang
-    model = tiny_llama(layers=3)
-    report = prune_layerwise(model, token_batches(n_batches=3), 0.6, method="chita",
-                             checkpoint_dir=None if mode == "plain" else out + "/checkpoints")
-    save_pruned(model, out + "/pruned.pt", report)
+    sys.exit(main(sys.argv[2:]))
 """)
 
 
-def _child(script, out, mode):
-    """The child script in its own process group, with fixed thread counts."""
+def _prune_args(out, *extra, method="chita-layerwise", model="make_model"):
+    return ["prune", "--model", f"lwresume_models:{model}", "--data", "lwresume_models:make_data", "--method", method,
+            "--sparsity", "0.6", "--out", str(out), "--threads", "1", "--no-progress", *extra]
+
+
+@pytest.fixture
+def user_models(tmp_path, monkeypatch):
+    """A folder holding ``lwresume_models.py`` (the tiny Llama and its data as module:callable), made current."""
+    (tmp_path / "lwresume_models.py").write_text(USER_MODELS)
+    (tmp_path / "child.py").write_text(_CHILD)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _child(folder, mode, argv):
+    """``chita-nn`` with ``argv`` in a child process (its own process group, fixed thread counts, in ``folder``);
+    ``mode`` "hang" stops it for good after its first checkpoint."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)]), "OMP_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, str(script), str(out), mode], env=env, start_new_session=True)
+    return subprocess.Popen([sys.executable, "child.py", mode, *argv], cwd=folder, env=env, start_new_session=True,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def _stop(proc):
     """Kill the process group of ``proc`` if it still runs: no process is left behind."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    proc.wait()
+    proc.stderr.close()
 
 
 def _finish(proc, timeout=300):
-    """The exit status of ``proc``, which is killed (with its group) if it is not done within ``timeout``."""
+    """``(exit status, stderr)`` of ``proc``, which is killed (with its group) if not done within ``timeout``."""
     try:
-        return proc.wait(timeout=timeout)
+        _, err = proc.communicate(timeout=timeout)
+        return proc.returncode, err
     finally:
         _stop(proc)
 
 
-def test_run_killed_after_a_checkpoint_resumes_bit_identical_to_an_uninterrupted_process(tmp_path):
-    script = tmp_path / "child.py"
-    script.write_text(_CHILD)
-    reference, killed = tmp_path / "reference", tmp_path / "killed"
-    reference.mkdir()
-    killed.mkdir()
-    assert _finish(_child(script, reference, "plain")) == 0
+def _pruned(out):
+    return torch.load(out / "pruned.pt", weights_only=True)
 
-    proc = _child(script, killed, "hang")
+
+def test_cli_run_killed_after_a_checkpoint_resumes_bit_identical_to_an_uninterrupted_process(user_models):
+    reference, killed = user_models / "reference", user_models / "killed"
+    code, err = _finish(_child(user_models, "run", _prune_args(reference, "-q")))
+    assert code == 0, err
+    assert not (reference / "checkpoints").exists()  # removed once the outputs are saved
+
+    proc = _child(user_models, "hang", _prune_args(killed, "-q"))
     first = killed / "checkpoints" / "block-0000.pt"
     try:
         deadline = time.monotonic() + 300
@@ -257,12 +286,44 @@ def test_run_killed_after_a_checkpoint_resumes_bit_identical_to_an_uninterrupted
         _stop(proc)
     assert sorted(p.name for p in first.parent.iterdir()) == ["block-0000.pt"]
     assert not (killed / "pruned.pt").exists()
-    inode = first.stat().st_ino
 
-    assert _finish(_child(script, killed, "resume")) == 0
-    assert first.stat().st_ino == inode  # block 0 was restored, not pruned and written again
-    assert sorted(p.name for p in first.parent.iterdir()) == ["block-0000.pt", "block-0001.pt", "block-0002.pt"]
-    resumed = torch.load(killed / "pruned.pt", weights_only=True)
-    expected = torch.load(reference / "pruned.pt", weights_only=True)
+    code, err = _finish(_child(user_models, "run", _prune_args(killed, "--resume")))
+    assert code == 0, err
+    assert "1 finished blocks or layers checkpointed" in err  # block 0 restored, not pruned again
+    assert not (killed / "checkpoints").exists()
+    resumed, expected = _pruned(killed), _pruned(reference)
     _assert_same(resumed["state_dict"], expected["state_dict"])
     assert resumed["report"]["layers"] == expected["report"]["layers"]
+
+
+def test_cli_stopped_run_is_refused_unless_resumed_or_overwritten(user_models, monkeypatch, capsys):
+    out, reference = user_models / "run", user_models / "reference"
+    assert main(_prune_args(reference, "-q", method="wanda")) == 0
+    original = api.METHODS["wanda"]
+    _counting(monkeypatch, "wanda", fail_at=LLAMA_LAYERS + 1)
+    with pytest.raises(RuntimeError, match="injected"):
+        main(_prune_args(out, "-q", method="wanda"))
+    monkeypatch.setitem(api.METHODS, "wanda", original)
+    capsys.readouterr()
+    for extra, method, message in [
+        ((), "wanda", f"--out {out}: holds a previous run (checkpoints); pass --resume to continue it, or "
+                      f"--overwrite to start over"),
+        (("--resume", "--overwrite"), "wanda", "--resume continues the run in --out and --overwrite starts it over"),
+        (("--resume",), "chita", "--resume: only the layer-wise methods are checkpointed, not --method chita"),
+        (("--resume",), "sparsegpt", "method='wanda', this run has method='sparsegpt'"),
+    ]:
+        assert main(_prune_args(out, *extra, method=method)) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert main(_prune_args(out, "--resume", "-q", method="wanda")) == 0
+    _assert_same(_pruned(out)["state_dict"], _pruned(reference)["state_dict"])
+    assert not (out / "checkpoints").exists()
+
+
+def test_cli_names_a_damaged_checkpoint_before_the_model_loads(user_models, capsys):
+    folder = user_models / "run" / "checkpoints"
+    prune_layerwise(tiny_llama(layers=3), token_batches(n_batches=3), 0.6, method="wanda", checkpoint_dir=folder)
+    _tamper(folder / "block-0001.pt")
+    assert main(_prune_args(user_models / "run", "--resume", method="wanda", model="broken")) == 2
+    err = capsys.readouterr().err
+    assert f"{folder / 'block-0001.pt'}: checksum mismatch" in err and "the model was loaded" not in err

@@ -15,6 +15,8 @@ logger = logging.getLogger(__name__)
 
 PRUNED_HF = "model"
 PRUNE_OUTPUTS = ("pruned.pt", "report.json")
+#: The checkpoint folder of a layer-wise run inside ``--out`` (removed once the outputs are saved).
+CHECKPOINTS = "checkpoints"
 CALIBRATION_DEFAULT = "python-docs"
 DATA_DIR_ENV = "CHITA_DATA_DIR"
 
@@ -149,16 +151,46 @@ def _save_hf(model, tokenizer, report, out):
                       f"{where}{failed}") from exc
 
 
-def _cmd_prune_custom(args):
+def _check_out(args, outputs):
+    """Check ``--out`` (a writable folder without ``outputs`` or checkpoints of an earlier run, unless
+    ``--overwrite`` or ``--resume``) and ``--resume``, whose checkpoint files are verified now, before the model
+    loads.  Returns the checkpoint folder of a layer-wise method, else None."""
+    from ..methods.layerwise.resume import verify
+    from ..methods.recipe_types import option_names, recipe_class
+
+    checkpointed = "checkpoint_dir" in option_names(recipe_class(args.method))
+    if args.resume and not checkpointed:
+        raise UsageError(f"--resume: only the layer-wise methods are checkpointed, not --method {args.method}")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume continues the run in --out and --overwrite starts it over: give one of them")
+    check_output_folder(args.out, "--out", previous=(*outputs, CHECKPOINTS), overwrite=args.overwrite or args.resume,
+                        hint="pass --resume to continue it, or --overwrite to start over" if checkpointed else
+                        "pass --overwrite to replace it")
+    if not checkpointed:
+        return None
+    folder = os.path.join(args.out, CHECKPOINTS)
+    if args.resume and not (os.path.isdir(folder) and verify(folder)):
+        logger.warning("--resume: no checkpoint in %s, the run starts from the first block", folder)
+    return folder
+
+
+def _checkpointed(recipe, folder, args):
+    """``recipe`` checkpointing into ``folder`` (resuming with ``--resume``), or as it is without a folder."""
+    return recipe if folder is None else dataclasses.replace(recipe, checkpoint_dir=folder, resume=args.resume)
+
+
+def _cmd_prune_custom(args, checkpoints):
     from ..core.writeback import save_pruned
+    from ..methods.layerwise.resume import remove_checkpoints
     from ..methods.oneshot import prune
     from ..methods.recipe_types import option_names
 
     recipe = recipes_from_args(args, [args.method], later=["loss_fn"] if args.loss else [])[args.method]
+    use_threads(args, args.model)
     model, calibration, loss, tokenizer = _custom_problem(args)
     if "loss_fn" in option_names(type(recipe)):  # --loss, else the model's own loss
         recipe = dataclasses.replace(recipe, loss_fn=loss)
-    report = prune(model, calibration, recipe, progress=args.progress)
+    report = prune(model, calibration, _checkpointed(recipe, checkpoints, args), progress=args.progress)
     print(report)
     os.makedirs(args.out, exist_ok=True)
     if args.model.startswith("hf:"):
@@ -168,6 +200,8 @@ def _cmd_prune_custom(args):
         save_pruned(model, saved, report)
     report.settings.update(model=args.model)
     report.to_json(os.path.join(args.out, "report.json"))
+    if checkpoints is not None:
+        remove_checkpoints(checkpoints)
     print(f"saved {saved} and {os.path.join(args.out, 'report.json')}")
     return 0
 
@@ -178,18 +212,19 @@ def cmd_prune(args):
     if args.sparsity is None and (args.pattern is None or ":" not in args.pattern):
         raise UsageError("--sparsity is required (it may be left out only with an N:M --pattern such as 2:4)")
     if args.model not in MODELS:
-        check_output_folder(args.out, "--out", previous=(*PRUNE_OUTPUTS, PRUNED_HF), overwrite=args.overwrite)
+        checkpoints = _check_out(args, (*PRUNE_OUTPUTS, PRUNED_HF))
         if args.model.startswith("hf:") and os.path.isfile(os.path.join(args.out, PRUNED_HF)):
             raise UsageError(f"--out {args.out}: {os.path.join(args.out, PRUNED_HF)}, where the pruned model is "
                              f"saved, is a file, not a folder")
-        return _cmd_prune_custom(args)
+        return _cmd_prune_custom(args, checkpoints)
 
     from ..core.runtime import evaluate
     from ..core.writeback import save_pruned
+    from ..methods.layerwise.resume import remove_checkpoints
     from ..methods.oneshot import prune
     from ..zoo.problems import load_problem
 
-    check_output_folder(args.out, "--out", previous=PRUNE_OUTPUTS, overwrite=args.overwrite)
+    checkpoints = _check_out(args, PRUNE_OUTPUTS)
     bn = (args.recompute_bn and args.method != "magnitude") or args.recompute_bn_all
     recipe = recipes_from_args(args, [args.method], later=["recompute_batchnorm"] if bn else [])[args.method]
     data_dir = data_folder(args.model, args.data_dir)
@@ -199,7 +234,7 @@ def cmd_prune(args):
     before = evaluate(model, test)
     if bn:
         recipe = dataclasses.replace(recipe, recompute_batchnorm=train)
-    report = prune(model, train, recipe, progress=args.progress)
+    report = prune(model, train, _checkpointed(recipe, checkpoints, args), progress=args.progress)
     after = evaluate(model, test)
     print(report)
     print(f"test accuracy: dense {100 * before['accuracy']:.2f}%  ->  pruned {100 * after['accuracy']:.2f}%  "
@@ -209,6 +244,8 @@ def cmd_prune(args):
     report.settings.update(model=args.model, test_accuracy_dense=before["accuracy"],
                            test_accuracy=after["accuracy"])
     report.to_json(os.path.join(args.out, "report.json"))
+    if checkpoints is not None:
+        remove_checkpoints(checkpoints)
     print(f"saved {os.path.join(args.out, 'pruned.pt')} and {os.path.join(args.out, 'report.json')}")
     return 0
 
@@ -271,6 +308,9 @@ def add_prune_parser(subparsers, parents):
     p.add_argument("--data-dir", default=None, metavar="PATH", help=f"data folder (default: ${DATA_DIR_ENV})")
     p.add_argument("--out", default="outputs/prune", metavar="PATH", help="output folder (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace the pruned.pt / report.json of a previous run")
+    p.add_argument("--resume", action="store_true",
+                   help=f"layer-wise methods: continue the run stopped in --out (killed, a failure) after its last "
+                        f"finished block, from --out/{CHECKPOINTS}; the result is the uninterrupted run's")
     p.add_argument("--test-limit", type=positive_int, default=None, metavar="N",
                    help="evaluate on the first N test samples")
     p.add_argument("--epochs", type=positive_int, default=60,

@@ -142,7 +142,8 @@ class Checkpoints:
         found = _files(self.folder)
         if found:
             self._check(found[0], _read(found[0]))
-            logger.info("%s: %d checkpoints of finished blocks or layers to resume from", self.folder, len(found))
+            logger.info("%s: %d finished blocks or layers checkpointed, resuming after them", self.folder,
+                        len(found))
 
     def _check(self, path, state):
         difference = _difference(state["run"], self.run)
