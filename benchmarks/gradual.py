@@ -39,8 +39,8 @@ def run_model(name, out_root, epochs=None):
     one_shot = copy.deepcopy(model)
     t0 = time.perf_counter()
     bn = train if name == "resnet20" else None
-    rep = prune(one_shot, train, config.target_sparsity, method=config.method, seed=config.seed,
-                recompute_batchnorm=bn, **config.prune_options)
+    recipe = config.event_recipe(0, config.target_sparsity)  # the run's method and options, seed config.seed
+    rep = prune(one_shot, train, dataclasses.replace(recipe, recompute_batchnorm=bn))
     one_shot_time = time.perf_counter() - t0
     one_shot_acc = evaluate(one_shot, test)["accuracy"]
     logging.info("%s one-shot %s: %.4f at sparsity %.4f (%.0fs)", name, config.method, one_shot_acc,

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import environment, layerwise_chita_options, report  # noqa: E402
 
-from chita_nn import losses, magnitude_prune  # noqa: E402
+from chita_nn import CHITA, losses, magnitude_prune  # noqa: E402
 from chita_nn.methods.oneshot import prune as prune_fisher  # noqa: E402
 from chita_nn.methods.layerwise import prune_layerwise  # noqa: E402
 from chita_nn.zoo.hf import packaged_model_path  # noqa: E402
@@ -63,9 +63,10 @@ def prune(model, method, setting, calibration, args):
         return magnitude_prune(model, kwargs["sparsity"], scope="global", pattern=kwargs.get("pattern"),
                                ignore=IGNORE)
     if method in ("chita-global", "chita-block"):
-        return prune_fisher(model, calibration, method="chita", loss_fn=losses.distillation("cosine"),
-                            n_rows=FISHER_ROWS, samples_per_row=1, ignore=IGNORE,
-                            block_size="layer" if method == "chita-block" else None, **kwargs)
+        return prune_fisher(model, calibration, CHITA(loss_fn=losses.distillation("cosine"), n_rows=FISHER_ROWS,
+                                                      samples_per_row=1, ignore=IGNORE,
+                                                      block_size="layer" if method == "chita-block" else None,
+                                                      **kwargs))
     options = layerwise_chita_options(args.chita_max_iter, args.chita_swaps) if method == "chita" else None
     return prune_layerwise(model, calibration, method=method, per_row=method != "magnitude", ignore=IGNORE,
                            solver_options=options, error_correction=args.error_correction, **kwargs)
@@ -127,7 +128,7 @@ def main(argv=None):
              "budgets (magnitude: per-layer budget), dampening 0.01, sequential blocks; CHITA: l0reg.solve_gram "
              f"from the SparseGPT rows, options {layerwise_chita_options(args.chita_max_iter, args.chita_swaps)}, "
              "safeguarded by SparseGPT and Wanda.",
-             f"chita-global / chita-block: chita_nn.prune(method='chita', loss_fn=losses.distillation('cosine'), "
+             f"chita-global / chita-block: chita_nn.prune with CHITA(loss_fn=losses.distillation('cosine'), "
              f"n_rows={FISHER_ROWS}, samples_per_row=1) over the same calibration sentences (gradient term off: "
              f"the rows are Gauss-Newton probes), block_size None / 'layer'."]
     report(args.name, "Layer-wise pruning of all-MiniLM-L6-v2", sections, meta, notes)

@@ -18,6 +18,7 @@ import time
 from chita_nn.zoo.problems import load_problem
 from chita_nn.core.runtime import evaluate
 from chita_nn.methods.oneshot import METHODS, prune
+from chita_nn.methods.recipe_types import option_names, recipe_class
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LABELS = {"magnitude": "MP", "chita": "CHITA", "chita++": "CHITA++"}
@@ -83,9 +84,11 @@ def run_model(name, args, results, save):
             pruned = copy.deepcopy(model)
             bn = train if name == "resnet20" and args.recompute_bn in ("all", method) else None
             t0 = time.perf_counter()
-            kwargs = dict(SELECTION[name], **({} if method == "magnitude" else settings))
+            cls = recipe_class(method)
+            kwargs = dict(SELECTION[name], **{key: value for key, value in settings.items()
+                                              if key in option_names(cls)})  # n_stages: CHITA++ only
             kwargs.update(METHOD_SETTINGS.get((name, method), {}))
-            report = prune(pruned, train, sparsity, method=method, recompute_batchnorm=bn, **kwargs)
+            report = prune(pruned, train, cls(sparsity=sparsity, recompute_batchnorm=bn, **kwargs))
             seconds = time.perf_counter() - t0
             acc = 100 * evaluate(pruned, test)["accuracy"]
             paper = dict(zip(PAPER[name]["sparsities"], PAPER[name][method])).get(sparsity)
