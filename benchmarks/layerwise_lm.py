@@ -42,6 +42,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 OURS = ("magnitude", "wanda", "sparsegpt", "chita")
 LLMC = ("llmc-sparsegpt", "llmc-wanda")
+#: ALPS's per-layer solver (its public code, from --alps PATH) in our sequential pipeline.
+ALPS = "alps"
 
 
 # --------------------------------------------------------------------------- model, text, perplexity
@@ -139,13 +141,21 @@ def llmc_worker(spec_path):
     structure = setting if ":" in setting else "0:0"
     sparsity = 1 - int(setting.split(":")[0]) / int(setting.split(":")[1]) if ":" in setting else float(setting)
     modifier = {"llmc-sparsegpt": SparseGPTModifier, "llmc-wanda": WandaPruningModifier}[spec["method"]]
-    recipe = modifier(sparsity=sparsity, mask_structure=structure, targets=["Linear"], ignore=["lm_head"])
+    # "re:.*lm_head": llm-compressor 0.14 matches ignores against "lm_head." (trailing dot), so a plain
+    # ignore=["lm_head"] prunes lm_head, and with it SmolLM2's tied input embedding.
+    recipe = modifier(sparsity=sparsity, mask_structure=structure, targets=["Linear"], ignore=["re:.*lm_head"])
+    untouched = {name: tensor.clone() for name, tensor in model.state_dict().items()
+                 if "embed_tokens" in name or "lm_head" in name}
     dataset = Dataset.from_dict({"input_ids": calibration.tolist(),
                                  "attention_mask": torch.ones_like(calibration).tolist()})
     start = time.perf_counter()
     oneshot(model=model, processor=tokenizer, dataset=dataset, recipe=recipe, num_calibration_samples=len(calibration),
             max_seq_length=calibration.shape[1])
     seconds = time.perf_counter() - start
+    changed = [name for name, tensor in model.state_dict().items()
+               if name in untouched and not torch.equal(tensor, untouched[name])]
+    if changed:
+        raise RuntimeError(f"llm-compressor changed {changed}, which it was told to ignore")
     linears = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "lm_head" not in n]
     zeros = sum(int((m.weight == 0).sum()) for m in linears)
     print("RESULT " + json.dumps({"ppl": perplexity(model, evaluation, spec["eval_batch"]), "seconds": seconds,
@@ -193,7 +203,8 @@ def run_ours(dense, method, setting, calibration, evaluation, args):
     with PeakMemory() as memory:
         start = time.perf_counter()
         report = prune_layerwise(model, calibration_batches(calibration, args.calib_batch), method=method,
-                                 solver_options=options, progress=args.progress, **setting_kwargs(setting))
+                                 solver_options=options, progress=args.progress, per_row=not args.per_layer,
+                                 **setting_kwargs(setting))
         seconds = time.perf_counter() - start
     errors = {layer.name: layer.reconstruction_error for layer in report.layers}
     return {"ppl": perplexity(model, evaluation, args.eval_batch), "seconds": seconds,
@@ -205,6 +216,24 @@ def run_ours(dense, method, setting, calibration, evaluation, args):
 def sizes(args):
     return {"n_calib": args.calib_segments, "calib_len": args.calib_len, "n_eval": args.eval_segments,
             "eval_len": args.eval_len, "seed": args.seed}
+
+
+def register_alps(path, n_tokens):
+    """``METHODS["alps"]``: ALPS's ``ALPS_admm`` with its defaults on each layer (its own layer-wide selection or
+    N:M, whatever ``per_row`` says: it has no per-row mode) inside ``prune_layerwise``'s sequential blocks."""
+    from _alps import alps_prune, load_alps
+
+    from chita_nn.methods.layerwise import api
+
+    alps = load_alps(path)
+
+    def prune_rows(W, H, budget, **_):
+        W_new, _ = alps_prune(alps, W, H, sparsity=budget.sparsity, nm=(budget.n, budget.m) if budget.nm else None,
+                              n_tokens=n_tokens)
+        W_new = W_new.to(W)
+        return W_new, W_new != 0
+
+    api.METHODS[ALPS] = prune_rows
 
 
 # --------------------------------------------------------------------------- tables and plot
@@ -262,7 +291,10 @@ def plot(cells, settings, methods, dense_ppl, path):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--methods", nargs="+", default=["dense", *OURS, *LLMC],
-                        choices=["dense", *OURS, *LLMC])
+                        choices=["dense", *OURS, *LLMC, ALPS])
+    parser.add_argument("--alps", help="path of a checkout of github.com/mazumder-lab/ALPS (for --methods alps)")
+    parser.add_argument("--per-layer", action="store_true",
+                        help="our methods with one budget per layer (per_row=False) instead of per row")
     parser.add_argument("--settings", nargs="+", default=["0.5", "0.6", "0.7", "0.8", "2:4"],
                         help="sparsities and N:M patterns")
     parser.add_argument("--calib-segments", type=int, default=32)
@@ -307,6 +339,13 @@ def main(argv=None):
     python = llmc_python(args.llmc_python) if any(m in LLMC for m in methods) else None
     skipped = [m for m in methods if m in LLMC and python is None]
     methods = [m for m in methods if m not in skipped]
+    if ALPS in methods:
+        if args.alps:
+            register_alps(args.alps, args.calib_segments * args.calib_len)
+        else:
+            logging.warning("ALPS rows skipped: no --alps PATH (a checkout of github.com/mazumder-lab/ALPS)")
+            methods.remove(ALPS)
+            skipped.append(ALPS)
     cells = {("dense", s): {"ppl": dense_ppl, "sparsity": 0.0} for s in args.settings}
     for method in methods:
         for setting in args.settings:
@@ -325,12 +364,14 @@ def main(argv=None):
              f"text: CPython {sys.version.split()[0]} pydoc_data/topics.py ({len(tokens)} tokens); calibration "
              f"{args.calib_segments} x {args.calib_len} tokens from the first half, perplexity on "
              f"{args.eval_segments} x {args.eval_len} tokens of the second half.",
-             "Ours: chita_nn.methods.layerwise.prune_layerwise, row budgets, dampening 0.01, sequential blocks; "
-             f"CHITA: l0reg.solve_gram from the SparseGPT rows, options "
+             f"Ours: chita_nn.methods.layerwise.prune_layerwise, {'layer' if args.per_layer else 'row'} budgets, "
+             "dampening 0.01, sequential blocks; CHITA: l0reg.solve_gram from the ADMM path and the SparseGPT rows, "
+             "options "
              f"{layerwise_chita_options(args.chita_max_iter, args.chita_swaps)}, "
              "safeguarded per row by SparseGPT and Wanda.",
              "Times and memory on a 2-core machine; the run line gives its load averages."]
-    notes += [f"{m}: skipped (no Python with llmcompressor at {args.llmc_python})" for m in skipped]
+    notes += [f"{m}: skipped (no Python with llmcompressor at {args.llmc_python})" for m in skipped if m in LLMC]
+    notes += ["alps: skipped (no --alps PATH)" for m in skipped if m == ALPS]
     notes += [f"{m} at {setting_label(s)} failed: {c['error']}" for (m, s), c in cells.items() if "error" in c]
     report(args.name, "Layer-wise pruning of SmolLM2-135M-Instruct (CPU)", tables(cells, args.settings, shown),
            meta, notes)
