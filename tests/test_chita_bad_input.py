@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import l0reg
-from chita_nn import load_pruned, magnitude_prune, prune, save_pruned
+from chita_nn import LayerwiseCHITA, load_pruned, magnitude_prune, prune, save_pruned
 from chita_nn.methods.layerwise import METHODS, Budget, prune_layerwise
 from chita_nn.methods.layerwise.options import solver_option_names
 
@@ -91,7 +91,7 @@ def test_layerwise_bad_input(case):
 def test_layerwise_bad_data_through_prune(case):
     kwargs, error, match = LAYERWISE[case]
     model = mlp()
-    _raises_one_line(error, match, lambda: prune(model, kwargs["data"], 0.5, method="chita-layerwise"), model)
+    _raises_one_line(error, match, lambda: prune(model, kwargs["data"], LayerwiseCHITA(sparsity=0.5)), model)
 
 
 def test_solver_option_names():

@@ -528,9 +528,9 @@ def block_prune(model, data, sparsity=None, *, n_rows, samples_per_row=1, patter
     Parameters
     ----------
     data, pattern, loss_fn, lam, gradient_term, line_search, loss_samples, solver_options, targets, ignore,
-    mask, seed : as in :func:`chita_nn.methods.oneshot.prune` (defaults: its ``DEFAULTS``, except the gradient
-        term, off by default here: :data:`BLOCK_GRADIENT_TERM`); ``n_rows`` rows of ``samples_per_row`` samples
-        each are drawn with ``seed``.
+    mask, seed : as in the :class:`~chita_nn.methods.recipe_types.CHITA` recipe (defaults: ``DEFAULTS``,
+        except the gradient term, off by default here: :data:`BLOCK_GRADIENT_TERM`); ``n_rows`` rows of
+        ``samples_per_row`` samples each are drawn with ``seed``.
     block_size : None (one block over all ``p`` weights: the global solve), ``"layer"`` or int (blocks of at
         most that many columns within each layer; aligned to ``m`` with an N:M pattern; ``pattern="channel"``
         always solves one block per layer).  Each block gets the share ``γ_B`` of the gradient term
