@@ -98,12 +98,12 @@ def remove_checkpoints(folder):
         folder.rmdir()
 
 
-def check_folder(folder, what="checkpoint_dir"):
-    """Raise ``ValueError`` naming ``what`` unless ``folder`` is (or can be created as) a folder."""
+def _check_folder(folder):
+    """Raise ``ValueError`` naming ``checkpoint_dir`` unless ``folder`` is (or can be created as) a folder."""
     if not isinstance(folder, (str, os.PathLike)) or not str(folder):
-        raise ValueError(f"{what} must be a folder path (str or Path), got {folder!r}")
+        raise ValueError(f"checkpoint_dir must be a folder path (str or Path), got {folder!r}")
     if Path(folder).exists() and not Path(folder).is_dir():
-        raise ValueError(f"{what} {folder}: is a file, not a folder")
+        raise ValueError(f"checkpoint_dir {folder}: is a file, not a folder")
 
 
 def verify(folder):
@@ -130,7 +130,7 @@ class Checkpoints:
     """
 
     def __init__(self, folder, run, device, resume):
-        check_folder(folder)
+        _check_folder(folder)
         self.folder, self.run = Path(folder), run
         self.environment = {"torch_threads": torch.get_num_threads(), "device": torch.device(device).type}
         self.warned = False
