@@ -9,12 +9,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from chita_nn import losses, magnitude_prune, prune
+from chita_nn import CHITA, CHITAPlusPlus, Magnitude, losses, magnitude_prune, prune
 from chita_nn.core.batches import Calibration
 from chita_nn.core.fisher import empirical_fisher
 from chita_nn.core.params import select_parameters
 
-FAST = dict(n_rows=24, samples_per_row=2, n_stages=2, line_search=(0.0, 1.0), loss_samples=64)
+FAST = dict(n_rows=24, samples_per_row=2, line_search=(0.0, 1.0), loss_samples=64)  # CHITA and CHITA++
+STAGES = dict(n_stages=2)  # CHITA++ only
 
 
 def _state(model):
@@ -117,8 +118,8 @@ def test_dict_model_with_distillation_prunes(classifier):
     model = DictEncoder()
     batches = _token_batches()
     dense = {k: v.clone() for k, v in model.state_dict().items()}
-    report = prune(model, batches, 0.5, method="chita", loss_fn=losses.distillation("cosine"),
-                   targets=["Linear"], n_rows=24, samples_per_row=2, line_search=(0.0, 0.5, 1.0), loss_samples=48)
+    report = prune(model, batches, CHITA(sparsity=0.5, loss_fn=losses.distillation("cosine"), targets=["Linear"],
+                                         n_rows=24, samples_per_row=2, line_search=(0.0, 0.5, 1.0), loss_samples=48))
     assert report.settings["loss"].startswith("distillation")
     for name, mask in _masks(model).items():
         assert mask.float().mean().item() == pytest.approx(0.5, abs=0.02) or name
@@ -142,7 +143,7 @@ def test_causal_lm_loss_and_keyword_model():
     batches = _token_batches(vocab=30)
     value = losses.causal_lm()(model, batches[0])
     assert value.shape == (8,) and torch.isfinite(value).all()
-    report = prune(model, batches, 0.5, method="chita", loss_fn=losses.causal_lm(), **FAST)
+    report = prune(model, batches, CHITA(sparsity=0.5, loss_fn=losses.causal_lm(), **FAST))
     assert "lm_head.weight_mask" not in dict(model.named_buffers())  # lm_head ignored by default
     assert report.layers[0].name == "mlp.weight"
 
@@ -173,7 +174,7 @@ def test_declared_loss_forms_give_the_default_rows(classifier, data, declared):
 
 def test_a_declared_lambda_closure_prunes(classifier, data):
     loss = losses.closure(lambda m, b: F.cross_entropy(m(b[0]), b[1], reduction="none"))
-    report = prune(classifier, data, 0.5, method="chita", loss_fn=loss, **FAST)
+    report = prune(classifier, data, CHITA(sparsity=0.5, loss_fn=loss, **FAST))
     assert report.settings["loss"] == "<lambda>" and report.sparsity == pytest.approx(0.5, abs=0.01)
 
 
@@ -189,19 +190,19 @@ def test_float_targets_need_a_loss(classifier, data):
     X, _ = data
     before = _state(classifier)
     with pytest.raises(ValueError, match="loss_fn.*float32"):
-        prune(classifier, (X, torch.randn(len(X))), 0.5, method="chita", **FAST)
+        prune(classifier, (X, torch.randn(len(X))), CHITA(sparsity=0.5, **FAST))
     _assert_unchanged(before, classifier)
 
 
 # --- patterns -----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method,extra", [
-    ("magnitude", {}), ("chita", {}), ("chita++", {}), ("chita", {"block_size": 64}),
-    ("chita", {"scope": "layerwise", "block_size": "layer"})])
+@pytest.mark.parametrize("recipe,options", [
+    (Magnitude, {}), (CHITA, FAST), (CHITAPlusPlus, {**FAST, **STAGES}), (CHITA, {**FAST, "block_size": 64}),
+    (CHITA, {**FAST, "scope": "layerwise", "block_size": "layer"})],
+    ids=["magnitude", "chita", "chita++", "chita-blocks", "chita-layer-blocks"])
 @pytest.mark.parametrize("pattern,n,m", [("2:4", 2, 4), ("4:8", 4, 8)])
-def test_nm_pattern_holds_on_every_mask(classifier, data, method, extra, pattern, n, m):
-    options = {} if method == "magnitude" else {**FAST, **extra}
-    prune(classifier, data, None, method=method, pattern=pattern, **options)
+def test_nm_pattern_holds_on_every_mask(classifier, data, recipe, options, pattern, n, m):
+    prune(classifier, data, recipe(pattern=pattern, **options))
     masks = _masks(classifier)
     assert len(masks) == 3
     for name, mask in masks.items():
@@ -211,13 +212,13 @@ def test_nm_pattern_holds_on_every_mask(classifier, data, method, extra, pattern
 
 def test_nm_pattern_holds_when_the_magnitude_fallback_wins(classifier, data):
     # A huge ridge makes the solver's step useless: the step search keeps magnitude at some stages.
-    prune(classifier, data, None, method="chita++", pattern="2:4", **{**FAST, "lam": 1e6})
+    prune(classifier, data, CHITAPlusPlus(pattern="2:4", **{**FAST, **STAGES, "lam": 1e6}))
     for name, mask in _masks(classifier).items():
         assert _is_nm(mask, 2, 4), name
 
 
 def test_channel_pattern_keeps_whole_rows(classifier, data):
-    prune(classifier, data, 0.5, method="chita", pattern="channel", **FAST)
+    prune(classifier, data, CHITA(sparsity=0.5, pattern="channel", **FAST))
     for name, mask in _masks(classifier).items():
         rows = mask.reshape(mask.shape[0], -1)
         assert bool((rows.all(dim=1) | ~rows.any(dim=1)).all()), name
@@ -269,12 +270,10 @@ def test_magnitude_nm_picks_the_largest_of_each_group():
 ])
 def test_bad_input_leaves_model_unchanged(classifier, data, kwargs, error, message):
     before = _state(classifier)
-    args = {**FAST, "method": "chita", "sparsity": 0.5} | kwargs
-    sparsity = args.pop("sparsity") if "pattern" not in kwargs or "sparsity" in kwargs else None
-    args.pop("sparsity", None)
+    args = {**FAST, "sparsity": None if "pattern" in kwargs else 0.5} | kwargs
     model, data = args.pop("model", classifier), args.pop("data", data)
     with pytest.raises(error, match=message):
-        prune(model, data, sparsity, **args)
+        prune(model, data, CHITA(**args))
     _assert_unchanged(before, classifier)
 
 
@@ -288,13 +287,14 @@ def test_evaluate_refuses_regression_targets(classifier, data):
 def test_empty_dataloader_and_nan_weights(classifier, data):
     before = _state(classifier)
     with pytest.raises(ValueError, match="data is empty"):
-        prune(classifier, DataLoader(TensorDataset(data[0][:0], data[1][:0]), batch_size=4), 0.5, **FAST)
+        prune(classifier, DataLoader(TensorDataset(data[0][:0], data[1][:0]), batch_size=4),
+              CHITAPlusPlus(sparsity=0.5, **FAST, **STAGES))
     _assert_unchanged(before, classifier)
     with torch.no_grad():
         classifier[0].weight[0, 0] = float("nan")
     before = _state(classifier)
     with pytest.raises(ValueError, match="non-finite weights"):
-        prune(classifier, data, 0.5, **FAST)
+        prune(classifier, data, CHITAPlusPlus(sparsity=0.5, **FAST, **STAGES))
     _assert_unchanged(before, classifier)
 
 
@@ -304,6 +304,6 @@ def test_failed_batchnorm_reestimation_rolls_back(data):
     before = _state(model)
     wrong = (torch.randn(64, 5), torch.zeros(64, dtype=torch.long))  # wrong feature count
     with pytest.raises(RuntimeError):
-        prune(model, data, 0.5, method="chita", recompute_batchnorm=wrong, **FAST)
+        prune(model, data, CHITA(sparsity=0.5, recompute_batchnorm=wrong, **FAST))
     _assert_unchanged(before, model)
     assert not _masks(model)
