@@ -18,6 +18,7 @@ from chita_nn.core.runtime import evaluate
 from chita_nn.methods import oneshot as pruning
 from chita_nn.methods.blocks import gradient_weight, make_blocks, rhs
 from chita_nn.methods.oneshot import magnitude_prune, prune
+from chita_nn.methods.recipe_types import CHITA, CHITAPlusPlus, Magnitude
 from chita_nn.methods.schedules import sparsity_schedule
 from chita_nn.zoo.datasets import load_digits_data
 from chita_nn.zoo.models import train_digits_mlp
@@ -155,10 +156,11 @@ def results_90(digits):
     fisher = empirical_fisher(model, params, train, n_rows=200, samples_per_row=4, seed=123)
     b = rhs(fisher.A, w_bar, gradient_weight(pruning.DEFAULTS["gradient_term"], 4))
     out = {}
-    for method in ("magnitude", "chita", "chita++"):
+    rows = dict(n_rows=200, samples_per_row=4)
+    for method, recipe in (("magnitude", Magnitude(sparsity=0.9)), ("chita", CHITA(sparsity=0.9, **rows)),
+                           ("chita++", CHITAPlusPlus(sparsity=0.9, n_stages=4, hold_stages=1, **rows))):
         pruned = copy.deepcopy(model)
-        report = prune(pruned, train, 0.9, method=method, n_rows=200, samples_per_row=4, n_stages=4,
-                       hold_stages=1)
+        report = prune(pruned, train, recipe)
         w = ParamLayout(select_parameters(pruned)).gather()
         out[method] = dict(objective=l0reg.objective(fisher.A, b, w, lam=pruning.DEFAULTS["lam"], w_bar=w_bar),
                            report=report, **evaluate(pruned, test))
