@@ -396,14 +396,16 @@ def test_masks_round_trip(case):
 def test_prune_parameters_named_by_pattern(case, method):
     """``prune`` on tensors selected by name (recurrent, attention, custom): half of them zero, masks
     installed as ``<name>_mask``, ``prune.remove`` keeps the pruned values."""
+    from chita_nn import CHITA, Magnitude
     from chita_nn.methods.oneshot import prune as prune_model
 
     model = _make(case)
     _, options, data, _, _ = CASES[case]
     X, y = data(16)
     others = {name: p.detach().clone() for name, p in model.named_parameters()}
-    report = prune_model(model, (X, y), 0.5, method=method, targets=options["targets"], n_rows=8,
-                         samples_per_row=2, line_search=False)
+    recipe = (CHITA(sparsity=0.5, targets=options["targets"], n_rows=8, samples_per_row=2, line_search=False)
+              if method == "chita" else Magnitude(sparsity=0.5, targets=options["targets"]))
+    report = prune_model(model, (X, y), recipe)
     params = select_parameters(model, **options)
     assert [layer.name for layer in report.layers] == [pp.name for pp in params]
     kept = sum(int(pp.tensor().count_nonzero()) for pp in params)
