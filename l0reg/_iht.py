@@ -22,13 +22,14 @@ def jacobi_scale(design, nlam):
 
 
 def iht(design, projection, b, w, r, w_bar, nlam, *, max_iter, tol, value, history, patience=None,
-        resync_every=25):
+        resync_every=25, on_step=None):
     """Run IHT from the feasible ``w`` (residual ``r``, objective ``value``).
 
     Stops when a step lowers F by less than ``tol·F``, when the support has not
     changed for ``patience`` steps (used when an exact refit of the support
     follows: only the support matters then), or after ``max_iter`` steps.
-    Returns ``(w, r, value, n_iter, converged)``; ``history`` is appended.
+    Returns ``(w, r, value, n_iter, converged)``; ``history`` is appended and
+    ``on_step()`` (if given) called after every step.
     """
     converged = False
     n_iter = 0
@@ -37,6 +38,8 @@ def iht(design, projection, b, w, r, w_bar, nlam, *, max_iter, tol, value, histo
     for n_iter in range(1, max_iter + 1):
         g, q = design.step_direction(r, w, w_bar, nlam, inv_diag)
         new_value, tau, support, r_new = line_search(design, projection, r, w, g, w_bar, nlam, scale, q=q)
+        if on_step is not None:
+            on_step()
         if not new_value < value:
             converged = True
             break

@@ -16,6 +16,7 @@ Pipeline (each phase timed in ``SolveResult.timings``):
 The phases work on the problem rescaled by powers of two (``_scaling``), so
 that neither the magnitude of A nor that of b matters.
 """
+import itertools
 import logging
 from functools import partial
 
@@ -83,10 +84,11 @@ def _check_choice(value, name):
 class _Problem:
     """F on one design (all columns, or a working set): state and phases."""
 
-    def __init__(self, design, projection, b, w_bar, nlam, tol, timings, history):
+    def __init__(self, design, projection, b, w_bar, nlam, tol, timings, history, on_step=None):
         self.design, self.projection = design, projection
         self.b, self.w_bar, self.nlam, self.tol = b, w_bar, nlam, tol
         self.timings, self.history = timings, history
+        self.on_step = on_step  # called after every IHT step (solve's ``callback``)
         self.n_iter = 0
         self.start_value = np.nan  # F of the refitted start (``settled``), when tested
 
@@ -100,7 +102,7 @@ class _Problem:
             self.w, self.r, self.value, steps, converged = iht(
                 self.design, self.projection, self.b, self.w, self.r, self.w_bar, self.nlam,
                 max_iter=max_iter, tol=self.tol, value=self.value, history=self.history,
-                patience=patience)
+                patience=patience, on_step=self.on_step)
         self.n_iter += steps
         return converged
 
@@ -126,6 +128,8 @@ class _Problem:
             g, q = self.design.step_direction(r, w, self.w_bar, self.nlam, inv_diag)
             step_value = line_search(self.design, self.projection, r, w, g, self.w_bar, self.nlam, scale, q=q)[0]
         self.n_iter += 1
+        if self.on_step is not None:
+            self.on_step()
         if step_value < value - self.tol * max(abs(value), np.finfo(float).tiny):
             return False, value
         if value < self.value:
@@ -220,7 +224,7 @@ def _solve_active_set(full, design, projection, max_iter, backsolve, work_size, 
         with timed(full.timings, "active_set"):
             sub = None  # the previous working set's copy of A goes before the next one is made
             sub = _Problem(design.subset(W), projection.restrict(W), full.b,
-                           full.w_bar[W], full.nlam, full.tol, full.timings, [])
+                           full.w_bar[W], full.nlam, full.tol, full.timings, [], full.on_step)
             sub.start(full.w[W].copy())
         sub.descend(max_iter - full.n_iter, backsolve, [rival[W] for rival in rivals])
         rivals = ()
@@ -240,6 +244,8 @@ def _solve_active_set(full, design, projection, max_iter, backsolve, work_size, 
             value, tau, support, r = line_search(design, projection, full.r, full.w, g, full.w_bar,
                                                  full.nlam, scale, q=q)
         full.n_iter += 1
+        if full.on_step is not None:
+            full.on_step()
         if value >= full.value - full.tol * max(abs(full.value), np.finfo(float).tiny):
             converged = True
             break
@@ -258,7 +264,7 @@ def _solve_active_set(full, design, projection, max_iter, backsolve, work_size, 
 
 
 def solve(A, b, k=None, *, lam=0.0, w_bar=None, w_init=None, projection=None, max_iter=200, tol=1e-7,
-          active_set="auto", swaps="auto", backsolve=True, exhaustive="auto"):
+          active_set="auto", swaps="auto", backsolve=True, exhaustive="auto", callback=None):
     """Minimise ``½‖b − A w‖² + (nλ/2)‖w − w̄‖²`` subject to ``‖w‖₀ ≤ k``.
 
     Parameters
@@ -295,6 +301,10 @@ def solve(A, b, k=None, *, lam=0.0, w_bar=None, w_init=None, projection=None, ma
         With ``TopK`` and at most a few thousand supports of size k (and little
         work per support), minimise over all of them (the result is then
         ``certified_optimal``) instead of the swap search; False never does.
+    callback : callable, optional
+        ``callback(step)`` after every IHT step (about two passes over A, or over the working set), ``step``
+        counting the steps of this call from 1 (over every start; on large problems, which have one start,
+        the last ``step`` is ``n_iter``): e.g. a progress bar over ``max_iter``.
 
     Returns
     -------
@@ -309,11 +319,16 @@ def solve(A, b, k=None, *, lam=0.0, w_bar=None, w_init=None, projection=None, ma
     k = projection.size
     with blas_threads_for(A.size):
         return _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, swaps, backsolve,
-                      exhaustive)
+                      exhaustive, callback)
 
 
-def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, swaps, backsolve, exhaustive):
+def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, swaps, backsolve, exhaustive,
+           callback):
     """:func:`solve` after the problem's arrays are validated (and under its BLAS thread setting)."""
+    if callback is not None and not callable(callback):
+        raise ValueError(f"callback must be callable, got {type(callback).__name__}")
+    steps = itertools.count(1)
+    on_step = None if callback is None else (lambda: callback(next(steps)))
     max_iter = check_positive_int(max_iter, "max_iter")
     tol = check_nonnegative(tol, "tol")
     active_set = _check_choice(active_set, "active_set")
@@ -350,7 +365,7 @@ def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, s
     check_start = backsolve and not run_swaps and not enumerate_all
 
     def local_solve(start, rivals):
-        problem = _Problem(design, projection, b64, w_bar64, nlam, tol, timings, [])
+        problem = _Problem(design, projection, b64, w_bar64, nlam, tol, timings, [], on_step)
         problem.start(start)
         problem.history.append(problem.value)
         if k == 0:
