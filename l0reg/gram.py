@@ -31,6 +31,7 @@ import numbers
 import re
 from dataclasses import dataclass, field
 
+import array_api_compat
 import numpy as np
 
 from ._gram_admm import GramEigh, admm_masks
@@ -413,7 +414,8 @@ def solve_gram(H, W_bar, k=None, *, C=None, lam=0.0, budget="row", projection=No
                 raise ValueError("start must hold at least one mask or array of rows")
     if start is not None:
         with timed(timings, "admm"):
-            starts = [_admm_rows(H64, Wbar, C64, lam, ks, n, m, total) if _is_admm(one) else one for one in starts]
+            starts = [admm_masks(H64, Wbar, lam=lam, ks=_uniform(ks), n=n, m=m, total=total, C=C64)[0]
+                      if _is_admm(one) else one for one in starts]
         start = [_check_start(one, r, p, ks, n, m, total) for one in starts]
 
     with timed(timings, "start"):
@@ -469,11 +471,6 @@ def _is_admm(start):
     return False
 
 
-def _admm_rows(H, Wbar, C, lam, ks, n, m, total):
-    """The :func:`admm_supports` masks for the parsed constraint."""
-    return admm_masks(H, Wbar, lam=lam, ks=_uniform(ks), n=n, m=m, total=total, C=C)[0]
-
-
 def _uniform(ks):
     """One int when every row has the same budget (the fast selection), else the array (None stays None)."""
     if ks is None or ks.size == 0 or (ks != ks[0]).any():
@@ -493,14 +490,14 @@ def admm_supports(H, W_bar, k=None, *, lam=0.0, budget="row", projection=None, C
     mask ``(r, p)`` in the namespace of ``W_bar`` that satisfies the constraint exactly (``k`` nonzeros per row,
     ``k`` in the layer, or n of every m).
     """
-    import array_api_compat
-
     xp = array_api_compat.array_namespace(H, W_bar)
     if H.ndim != 2 or H.shape[0] != H.shape[1]:
         raise ValueError(f"H must be square (p, p), got shape {tuple(H.shape)}")
     p = H.shape[0]
     if W_bar.ndim != 2 or W_bar.shape[1] != p:
         raise ValueError(f"W_bar must have shape (rows, {p}), got {tuple(W_bar.shape)}")
+    if C is not None and tuple(C.shape) != tuple(W_bar.shape):
+        raise ValueError(f"C must have the shape of W_bar {tuple(W_bar.shape)}, got {tuple(C.shape)}")
     for name, X in (("H", H), ("W_bar", W_bar)) + ((("C", C),) if C is not None else ()):
         if not bool(xp.all(xp.isfinite(X))):
             raise ValueError(f"{name} contains NaN or infinity")

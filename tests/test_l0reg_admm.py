@@ -145,6 +145,7 @@ def test_torch_tensors_give_the_numpy_supports():
     (dict(k=9), "k"),
     (dict(k=None), "k is required"),
     (dict(max_iter=0), "max_iter"),
+    (dict(C=np.ones((3, 4))), "C must have the shape of W_bar"),
 ])
 def test_bad_input_is_named(change, match):
     H, W = layer(2, 4)
