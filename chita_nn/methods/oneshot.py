@@ -37,11 +37,12 @@ from ..core.memory import check_global_solve_memory
 from ..core.params import DEFAULT_IGNORE, DEFAULT_TARGETS, ParamLayout, select_parameters
 from ..core.patterns import Pattern, pattern_keep, row_length
 from ..core.report import LayerReport, PruneReport, StageReport
+from ..core.solve_cost import forecast_global_solve, solve_progress
 from ..core.writeback import recompute_batchnorm as _recompute_batchnorm
 from ..core.writeback import write_weights_atomic
 from .blocks import (allocate_budgets, gradient_shares, gradient_weight, layer_budgets, make_blocks, rhs,
                      screening_scores, solve_blocks)
-from .safeguard import LossProbe, WorkingCopy, check_curvature, report_fallbacks, step_search
+from .safeguard import LossProbe, WorkingCopy, check_curvature, describe_kept, report_fallbacks, step_search
 from .schedules import sparsity_schedule
 
 logger = logging.getLogger(__name__)
@@ -277,12 +278,13 @@ def fisher_prune(model, data, recipe, *, n_stages, hold_stages, schedule, stage_
     ramp = n_stages - hold_stages
     stages = [sparsity] if start >= sparsity else sparsity_schedule(sparsity, ramp, schedule, start=start)
     stages += [sparsity] * hold_stages
-    if block_size is None and scope == "global":  # one solve over all p weights: A + solver, checked before A
+    global_solve = block_size is None and scope == "global"
+    if global_solve:  # one solve over all p weights: A + solver, checked before A
         calibration.rows(n_rows, samples_per_row, seed)  # enough data for the rows? (its error comes first)
-        for k_t in sorted({_budget(s_t, p) for s_t in stages}):
-            check_global_solve_memory(n_rows, p, k_t, max_bytes=max_bytes)
+        solve_bytes = max(check_global_solve_memory(n_rows, p, k_t, max_bytes=max_bytes)
+                          for k_t in sorted({_budget(s_t, p) for s_t in stages}))
     align = pattern.m if pattern.kind == "nm" else 1
-    if block_size is None and scope == "global":
+    if global_solve:
         blocks = [(0, p, 0)]
     else:
         blocks = make_blocks(slices, None if block_size in (None, "layer") else block_size, align=align)
@@ -293,6 +295,7 @@ def fisher_prune(model, data, recipe, *, n_stages, hold_stages, schedule, stage_
         score=score, line_search=list(steps), seed=seed, pattern=str(pattern), loss=loss.description))
 
     A = None
+    predicted = [0.0] * len(stages)  # seconds of each global solve, forecast at the first stage
     for t, s_t in enumerate(tqdm(stages, desc=f"{method} stages", disable=not progress, leave=False)):
         t0 = time.perf_counter()
         fisher = empirical_fisher(work.model, work.params, calibration, n_rows=n_rows, samples_per_row=samples_per_row,
@@ -300,7 +303,13 @@ def fisher_prune(model, data, recipe, *, n_stages, hold_stages, schedule, stage_
         A = fisher.A
         if not np.isfinite(fisher.grad).all():
             raise ValueError(f"stage {t + 1}: the loss gradient is not finite (NaN or inf); model unchanged")
+        t_read = time.perf_counter()
         col_sq = l0reg.column_norms_sq(A)  # one read of A for the curvature check and the screening score
+        if global_solve and t == 0:  # that read times the solve's steps
+            predicted = forecast_global_solve(
+                time.perf_counter() - t_read, n_rows=n_rows, samples_per_row=samples_per_row, p=p,
+                budgets=[_budget(s, p) for s in stages], memory_bytes=solve_bytes, max_iter=options.get("max_iter"),
+                fisher_seconds=t_read - t0)
         check_curvature(col_sq, n_rows, w, report, t + 1)
         report.settings["rows"] = "per-sample" if fisher.per_sample else "mini-batch (batch-mean loss)"
         t_grad = time.perf_counter() - t0
@@ -313,8 +322,9 @@ def fisher_prune(model, data, recipe, *, n_stages, hold_stages, schedule, stage_
         w_mp = w * keep_mp
         # Blocks share the gradient term by their part of the Fisher trace: their steps add up to one Newton step.
         shares = gradient * gradient_shares(blocks, col_sq) if len(blocks) > 1 else gradient
-        solution = solve_blocks(A, w, blocks, budgets, gradient=shares, lam=lam,
-                                w_init=w0, solver_options=options, projections=projections)
+        with solve_progress(options, predicted[t], progress) as stage_options:
+            solution = solve_blocks(A, w, blocks, budgets, gradient=shares, lam=lam,
+                                    w_init=w0, solver_options=stage_options, projections=projections)
         w_star, keep, t_solve = solution
         w_star *= keep
         refit = (solution.objective_start if solution.w_start is None
@@ -328,8 +338,8 @@ def fisher_prune(model, data, recipe, *, n_stages, hold_stages, schedule, stage_
         report.stages.append(stage)
         report.time_gradients += t_grad
         report.time_solve += t_solve
-        logger.info("stage %d/%d: sparsity %.4f objective %.6g -> %.6g step %.2f loss %.4g",
-                    t + 1, len(stages), s_t, stage.objective_start, stage.objective, stage.step,
+        logger.info("stage %d/%d: sparsity %.4f, objective %.6g -> %.6g, %s, loss %.4g",
+                    t + 1, len(stages), s_t, stage.objective_start, stage.objective, describe_kept(stage.kept),
                     stage.train_loss)
     report_fallbacks(report)
     return _finish(model, params, layout, w, keep, pattern=pattern, mask=recipe.mask, report=report,

@@ -118,6 +118,15 @@ def step_search(put, probe, w_bar, w_star, keep, magnitude, steps, stage):
     return w, keep
 
 
+def describe_kept(kept):
+    """A stage's ``kept`` (:func:`step_search`) in words, for the log."""
+    if kept == "magnitude":
+        return "kept the magnitude solution (its loss was below every step toward the solver's)"
+    if kept == "solver":
+        return "kept the solver's weights"
+    return f"kept the solver's weights at step {kept}"
+
+
 def report_fallbacks(report):
     """Log a warning when stages of ``report`` kept the magnitude solution (see the module docstring)."""
     fallbacks, total = report.fallbacks, len(report.stages)
