@@ -49,7 +49,8 @@ def build_parser():
 
 
 def _configure(args):
-    level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    default = getattr(args, "log_level", logging.INFO)  # a command's own default (the demo's: errors only)
+    level = logging.DEBUG if args.verbose else max(default, logging.WARNING) if args.quiet else default
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("chita_nn").setLevel(level)
 
