@@ -10,9 +10,10 @@ stage does anyway) and one BLAS product, so it follows the machine and its load:
     steps = min(max_iter + 1, TYPICAL_STEPS)
 
 Measured on digits MLPs of 84k to 1.1M weights, n = 256 and 512 Fisher rows, k = 2% to 70% of p (2 loaded
-cores): with ``max_iter=200`` IHT took 70 to 137 steps of 1.3 to 1.75 reads each and the solves 1.4 to 62 s,
-each within 1.6× of the prediction except the smallest (1.4 s for 3.1 s predicted); with ``max_iter=10``
-(CHITA++ stages) 11 steps and 5.4 to 11.4 s, within 1.1×.
+cores): with ``max_iter=200`` IHT took 70 to 173 steps (hence the typical 120: within 1.7× of either end) of
+1.3 to 1.75 reads each, and the solves 1.4 to 100 s; with ``max_iter=10`` (CHITA++ stages) 11 steps and 5.4 to
+11.4 s, within 1.1× of the prediction.  The time of a step follows the machine's load, which the timed read
+sees only at the start.
 """
 import contextlib
 import functools
@@ -32,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 PASSES_PER_STEP = 1.6
 FIXED_PASSES = 4  # scaling, start, safeguard and objective reads of A
-TYPICAL_STEPS = 100
+TYPICAL_STEPS = 120
 REFITS = 2  # the start's refit and the result's
 _BACKSOLVE_MAX_FLOPS = 2e11  # l0reg.solver's limit of the exact refit (coordinate descent beyond)
 #: A solve is large (a warning) beyond this many seconds over all stages, or this fraction of the available memory.
