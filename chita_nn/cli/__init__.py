@@ -1,5 +1,5 @@
 """Command line ``chita-nn``: ``prune`` and ``demo`` (``chita_nn.cli.prune``), ``gradual`` (``.gradual``),
-``export`` (``.export``).
+``export`` (``.export``), ``warmup`` (``.warmup``).
 
 Building the parser imports no torch (``chita-nn --help`` is instant); each command imports what it needs.
 A user's mistake is one line ``chita-nn: error: ...`` with exit status 2, never a traceback.
@@ -14,6 +14,7 @@ from .args import Parser, UsageError, positive_int
 from .export import add_export_parser
 from .gradual import add_gradual_parser
 from .prune import add_demo_parser, add_prune_parser
+from .warmup import add_warmup_parser
 
 logger = logging.getLogger(__name__)
 NO_TORCH = "chita_nn needs PyTorch: pip install torch (the CPU build: pip install torch --index-url " \
@@ -43,7 +44,7 @@ def build_parser():
     _add_global_options(common, defaults=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 help="chita-nn COMMAND --help shows its options")
-    for add in (add_prune_parser, add_demo_parser, add_gradual_parser, add_export_parser):
+    for add in (add_prune_parser, add_demo_parser, add_gradual_parser, add_export_parser, add_warmup_parser):
         add(sub, [common])
     return parser
 

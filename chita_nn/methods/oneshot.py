@@ -338,9 +338,9 @@ def fisher_prune(model, data, recipe, *, n_stages, hold_stages, schedule, stage_
         report.stages.append(stage)
         report.time_gradients += t_grad
         report.time_solve += t_solve
-        logger.info("stage %d/%d: sparsity %.4f, objective %.6g -> %.6g, %s, loss %.4g",
-                    t + 1, len(stages), s_t, stage.objective_start, stage.objective, describe_kept(stage.kept),
-                    stage.train_loss)
+        logger.info("stage %d/%d: sparsity %.4f, objective %.6g -> %.6g, %s%s", t + 1, len(stages), s_t,
+                    stage.objective_start, stage.objective, describe_kept(stage.kept),
+                    f", loss {stage.train_loss:.4g}" if steps else "")  # no loss measured without a line search
     report_fallbacks(report)
     return _finish(model, params, layout, w, keep, pattern=pattern, mask=recipe.mask, report=report,
                    recompute_batchnorm=recipe.recompute_batchnorm, t_start=t_start)
