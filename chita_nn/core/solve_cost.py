@@ -9,11 +9,12 @@ stage does anyway) and one BLAS product, so it follows the machine and its load:
     seconds ≈ t_read · (PASSES_PER_STEP · steps + FIXED_PASSES) + REFITS · n²k / (BLAS flop rate),
     steps = min(max_iter + 1, TYPICAL_STEPS)
 
-Measured on digits MLPs of 84k to 1.1M weights, n = 256 and 512 Fisher rows, k = 2% to 70% of p (2 loaded
-cores): with ``max_iter=200`` IHT took 70 to 173 steps (hence the typical 120: within 1.7× of either end) of
-1.3 to 1.75 reads each, and the solves 1.4 to 100 s; with ``max_iter=10`` (CHITA++ stages) 11 steps and 5.4 to
-11.4 s, within 1.1× of the prediction.  The time of a step follows the machine's load, which the timed read
-sees only at the start.
+Measured on digits MLPs of 84k to 1.1M weights, n = 256 and 512 Fisher rows, k = 2% to 70% of p (2 cores at
+load 4 to 5): with ``max_iter=200`` IHT took 70 to 173 steps (hence the typical 120) of 1.3 to 1.75 reads each;
+through :func:`chita_nn.prune`, solves of 10 to 100 s came within 0.43× to 1.9× of the prediction (a start good
+enough to stop early makes the solve shorter), CHITA++ stages (``max_iter=10``, 11 steps) within 1.4×.  The
+forecast also gives the bound at ``max_iter + 1`` steps.  The time of a step follows the machine's load, which the
+timed read sees only at the start.
 """
 import contextlib
 import functools
@@ -56,11 +57,11 @@ def blas_flop_rate():
     return 2 * a.shape[0] * a.shape[1] * b.shape[1] / max(best, 1e-9)
 
 
-def predict_solve_seconds(read_seconds, n_rows, k, max_iter=None):
+def predict_solve_seconds(read_seconds, n_rows, k, max_iter=None, typical=True):
     """Predicted seconds of one global solve (see the module docstring); ``read_seconds`` is the time of
-    one read of ``A`` (``n_rows × p``), ``k`` the weights kept."""
+    one read of ``A`` (``n_rows × p``), ``k`` the weights kept; ``typical=False``: with all ``max_iter`` steps."""
     max_iter = DEFAULT_MAX_ITER if max_iter is None else max_iter
-    steps = min(max_iter + 1, TYPICAL_STEPS)
+    steps = min(max_iter + 1, TYPICAL_STEPS) if typical else max_iter + 1
     refit = REFITS * min(backsolve_cost(n_rows, k), _BACKSOLVE_MAX_FLOPS) / blas_flop_rate()
     return read_seconds * (PASSES_PER_STEP * steps + FIXED_PASSES) + refit
 
@@ -76,11 +77,13 @@ def forecast_global_solve(read_seconds, *, n_rows, samples_per_row, p, budgets, 
     brings them down when they are large.  Returns the predicted seconds of each stage."""
     stages = [predict_solve_seconds(read_seconds, n_rows, k, max_iter) for k in budgets]
     total = sum(stages)
+    bound = sum(predict_solve_seconds(read_seconds, n_rows, k, max_iter, typical=False) for k in budgets)
     available = available_memory_bytes()
-    count = f"{len(stages)} stages" if len(stages) > 1 else "1 stage"
-    where = (f"the global solve ({n_rows} Fisher rows x {p:,} weights): about {total:.0f} s over {count} (and "
-             f"{fisher_seconds * (len(stages) - 1):.0f} s for the Fisher rows of the stages after the first) "
-             f"and {_gib(memory_bytes)}")
+    count = "1 stage" if len(stages) == 1 else (
+        f"{len(stages)} stages, besides {fisher_seconds * (len(stages) - 1):.0f} s for the Fisher rows of the "
+        f"stages after the first")
+    where = (f"the global solve ({n_rows} Fisher rows x {p:,} weights): about {total:.0f} s over {count} (up to "
+             f"{bound:.0f} s if IHT runs all max_iter steps) and {_gib(memory_bytes)}")
     if total > LARGE_SECONDS or (available and memory_bytes > LARGE_MEMORY_FRACTION * available):
         logger.warning(
             "%s%s; to bring them down: block_size='layer' or a number of columns (--block-size layer|N: a "
