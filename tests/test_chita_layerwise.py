@@ -238,6 +238,20 @@ def test_chita_on_a_model_beats_sparsegpt_and_wanda_on_block_zero():
     assert reports["chita"].sparsity == 0.5
 
 
+def test_a_start_given_in_solver_options_skips_the_penalty_path(monkeypatch):
+    import l0reg
+
+    H, W = correlated_gram(16), torch.randn(6, 16, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    calls = []
+    original = l0reg.admm_supports
+    monkeypatch.setattr(l0reg, "admm_supports", lambda *a, **k: calls.append(1) or original(*a, **k))
+    chita(W, H, Budget(0.5))
+    assert len(calls) == 1
+    W_given, keep = chita(W, H, Budget(0.5), solver_options={"start": None})
+    assert len(calls) == 1 and (keep.sum(dim=1) == 8).all()
+    assert relative_error(W, W_given, H) <= relative_error(W, sparsegpt(W, H, Budget(0.5))[0], H) + 1e-12
+
+
 def test_layers_reading_one_input_share_one_eigendecomposition(monkeypatch):
     """q/k/v and gate/up read the same input: one eigendecomposition for each group, one for o and one for down,
     per block (as the Cholesky factor)."""

@@ -53,9 +53,10 @@ def chita(W, H, budget, *, dampening=0.01, factor=None, eig=None, solver_options
     constraint = budget.solve_gram_args(r, p)
     W_sgpt, keep_sgpt = sparsegpt(W, H, budget, dampening=dampening, factor=factor)
     W_wanda, keep_wanda = wanda(W, H, budget)
-    path = l0reg.admm_supports(_on_device(H), _on_device(W), lam=lam, eig=eig, **constraint)
-    starts = [W_sgpt.double().cpu().numpy(), path if isinstance(path, np.ndarray) else path.cpu().numpy()]
-    options = {"start": starts, **SOLVER_DEFAULTS, **(solver_options or {})}
+    options = {**SOLVER_DEFAULTS, **(solver_options or {})}
+    if "start" not in options:  # the user's start replaces both searches: the path is not run for nothing
+        path = l0reg.admm_supports(_on_device(H), _on_device(W), lam=lam, eig=eig, **constraint)
+        options["start"] = [W_sgpt.double().cpu().numpy(), path if isinstance(path, np.ndarray) else path.cpu().numpy()]
     result = l0reg.solve_gram(H.cpu().numpy(), W.cpu().numpy(), lam=lam, **constraint, **options)
     logger.debug("solve_gram: %r", result)
     candidates = [(torch.from_numpy(result.coef).to(W), torch.from_numpy(result.mask).to(W.device)),
