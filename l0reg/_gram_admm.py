@@ -137,7 +137,6 @@ def admm_masks(H, W_bar, *, lam, ks=None, n=0, m=0, total=None, C=None, eig=None
     D = xp.where(mask, Wh, zero)
     V = xp.zeros_like(D)
     rho, ramping, previous = _RHO0, False, mask
-    step = 0
     for step in range(1, max_iter + 1):
         Wh = ((T + (rho * D - V) @ Q) / (evals + rho)) @ Q.T
         Z = Wh + V / rho

@@ -262,6 +262,9 @@ def test_layers_reading_one_input_share_one_eigendecomposition(monkeypatch):
     monkeypatch.setitem(api._FACTORIZATIONS, "eig", lambda H, d: calls.append(H.shape) or original(H, d))
     prune_layerwise(tiny_llama(layers=2), token_batches(n_batches=1), 0.5, method="chita")
     assert len(calls) == 4 * 2
+    prune_layerwise(tiny_llama(layers=2), token_batches(n_batches=1), 0.5, method="chita",
+                    solver_options={"start": None})
+    assert len(calls) == 4 * 2  # a given start: no penalty path, so no eigendecomposition
 
 
 # --------------------------------------------------------------------------- atomicity and validation

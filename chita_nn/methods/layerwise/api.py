@@ -49,6 +49,12 @@ METHODS = {"chita": chita, "sparsegpt": sparsegpt, "wanda": wanda, "magnitude": 
 _FACTORIZATIONS = {"factor": inverse_cholesky, "eig": penalty_path_eigh}
 _FACTORS = {"chita": ("factor", "eig"), "sparsegpt": ("factor",)}
 BUDGETS = ("uniform", "owl")
+
+
+def _factors(method, solver_options):
+    """The factorisations ``method`` reads: chita's penalty path (and so its eigendecomposition) is not run when
+    ``solver_options`` gives the start."""
+    return tuple(name for name in _FACTORS.get(method, ()) if not (name == "eig" and "start" in solver_options))
 #: Default targets: every Linear (and GPT-2's Conv1D); the output head stays dense (``DEFAULT_IGNORE``).
 LAYERWISE_TARGETS = SUPPORTED
 
@@ -129,7 +135,7 @@ def prune_layerwise(model, data, sparsity=None, *, method="chita", pattern=None,
         store = Checkpoints(checkpoint_dir, fingerprint(settings, calibration, model), model_device(model), resume)
     run = _Run(model, calibration, METHODS[method], dict(
         dampening=dampening, block_size=block_size, solver_options=solver_options),
-        _FACTORS.get(method, ()), gram_dtype, report, error_correction, store)
+        _factors(method, solver_options), gram_dtype, report, error_correction, store)
     snapshot = Snapshot(model, params)
     try:
         with eval_mode(model), _no_cache(model), torch.no_grad():
