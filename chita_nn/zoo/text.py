@@ -1,9 +1,14 @@
 """Calibration text for language models: token segments from a text file or from CPython's documentation.
 
 ``pydoc_data/topics.py`` (the ``help()`` topics, English prose with code examples) ships with every Python,
-so it is real text that needs no download.
+so it is real text that needs no download.  Everyday English: the news articles of the Lee corpus (Lee,
+Pincombe & Welsh, 2005; 300 Australian Broadcasting Corporation news stories) that gensim's wheel ships in
+``gensim/test/test_data/lee_background.cor``, read from the installed package (``pip install gensim``; the
+package is not imported) and never copied here.
 """
+import importlib.util
 import re
+from pathlib import Path
 
 import torch
 
@@ -38,6 +43,35 @@ def python_docs_sentences():
                         sentences.append(sentence)
         halves.append(list(dict.fromkeys(sentences)))
     return halves
+
+
+def lee_corpus_path():
+    """The Lee corpus's file in the installed gensim (see the module); ``ModuleNotFoundError`` naming the
+    install command without gensim."""
+    spec = importlib.util.find_spec("gensim")
+    if spec is None:
+        raise ModuleNotFoundError("the news sentences are read from gensim's test data: pip install gensim")
+    return Path(spec.submodule_search_locations[0]) / "test" / "test_data" / "lee_background.cor"
+
+
+def news_sentences(path=None, min_words=6, max_words=40):
+    """``(calibration, validation, evaluation)``: disjoint lists of the sentences of ``min_words`` to
+    ``max_words`` words of a file of news stories, one a line (default: the Lee corpus, :func:`lee_corpus_path`),
+    duplicates removed.  The stories are dealt in turn to the three parts (stories 0, 4, 8, ... calibration;
+    1, 5, ... validation; the other half evaluation), so no story is in two parts; each part lists its stories'
+    first sentences, then their second ones, and so on, so that any prefix mixes the stories."""
+    path = lee_corpus_path() if path is None else Path(path)
+    parts = ([], [], [])
+    for index, story in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        sentences = re.split(r'(?<=[.!?])\s+(?=["A-Z])', " ".join(story.split()))
+        parts[min(index % 4, 2)].append([s for s in sentences if min_words <= len(s.split()) <= max_words
+                                         and s[0].isupper() and s[-1] in ".!?" and s.count('"') % 2 == 0])
+    interleaved = []
+    for stories in parts:
+        rounds = max(map(len, stories), default=0)
+        interleaved.append([story[i] for i in range(rounds) for story in stories if i < len(story)])
+    seen = set()  # a sentence repeated across parts stays in the first only
+    return tuple([s for s in part if not (s in seen or seen.add(s))] for part in interleaved)
 
 
 #: Window boundaries, best first: a space between two non-space characters, where byte-level BPE (GPT-2,
