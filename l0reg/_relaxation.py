@@ -26,6 +26,8 @@ _ROUNDING = 1e-11
 _MAX_STEPS = 5000
 _TOL = 1e-9
 _MAX_ROUNDS = 30
+# Rounds for the bound reported by ``l0reg.solve`` (kept cheap).
+_SOLVE_ROUNDS = 3
 # z within this of 0 or 1 counts as integral.
 _INTEGRAL = 1e-6
 
@@ -66,7 +68,7 @@ class Relaxation:
     """The relaxation of ``F`` (float64 copies of the data) at any node (fixed ones, fixed zeros)."""
 
     def __init__(self, A, b, lam, w_bar):
-        self.A = np.asfortranarray(A, dtype=np.float64)
+        self.A = np.asarray(A, dtype=np.float64)
         b = np.asarray(b, dtype=np.float64)
         w_bar = np.asarray(w_bar, dtype=np.float64)
         self.gamma = A.shape[0] * lam
@@ -95,9 +97,9 @@ class Relaxation:
         bound = self.c0 - half_quad - q_total / (2 * self.gamma)
         return bound - _ROUNDING * (self.c0 + half_quad + q_total / (2 * self.gamma)), s
 
-    def node(self, k, ones, zeros, working, w_start):
+    def node(self, k, ones, zeros, working, w_start, max_rounds=_MAX_ROUNDS):
         """Relax the node (``ones``: bool mask of fixed ones, ``zeros`` of fixed zeros) from ``w_start`` on
-        ``working``; returns a :class:`NodeRelaxation`."""
+        ``working``, at most ``max_rounds`` rounds of column generation; returns a :class:`NodeRelaxation`."""
         allowed = ~zeros
         k_free = k - int(ones.sum())
         free_allowed = allowed & ~ones
@@ -113,7 +115,7 @@ class Relaxation:
             working = np.concatenate([working, extra])
             w = np.concatenate([w, np.zeros(extra.size)])
         bound = -np.inf
-        for round_ in range(_MAX_ROUNDS):
+        for round_ in range(max_rounds):
             G = self.gram.block(working)[working]
             free = ~ones[working]
             w, z, _, _, _ = kern.fista(G, self.q[working], free, k_free, self.gamma, w, self.c0, _MAX_STEPS, _TOL)
@@ -125,9 +127,9 @@ class Relaxation:
             inside_sq = np.sort(sq[inside & free_allowed])[::-1]
             threshold = inside_sq[k_free - 1] if 0 < k_free <= inside_sq.size else 0.0
             violators = np.flatnonzero(~inside & (sq > threshold))
-            if violators.size == 0 or k_free == 0 or round_ == _MAX_ROUNDS - 1:
+            if violators.size == 0 or k_free == 0 or round_ == max_rounds - 1:
                 break
-            violators = violators[np.argsort(-sq[violators], kind="stable")[:max(k_free, 5)]]
+            violators = violators[np.argsort(-sq[violators], kind="stable")[:2 * k_free + 10]]
             working = np.concatenate([working, violators])
             w = np.concatenate([w, np.zeros(violators.size)])
         return NodeRelaxation(bound, working, w, self._branch_column(working, w, z, s, free_allowed),
@@ -163,10 +165,21 @@ def initial_working_set(relaxation, k, support):
     return np.union1d(support, top).astype(np.int64)
 
 
-def lower_bound(A, b, k, lam, w_bar, coef):
-    """A valid lower bound on the optimum (the root relaxation, started from ``coef``); λ > 0, k ≥ 1."""
-    relaxation = Relaxation(A, b, lam, w_bar)
-    working = initial_working_set(relaxation, k, np.flatnonzero(coef))
-    p = relaxation.A.shape[1]
-    none = np.zeros(p, dtype=bool)
-    return relaxation.node(k, none, none, working, np.asarray(coef, dtype=np.float64)[working]).bound
+def with_lower_bound(result, A, b, lam, w_bar, *, requested):
+    """``result`` (a ``SolveResult``) with ``lower_bound`` and ``gap`` filled in: F itself when certified by
+    enumeration, the root relaxation's bound (``_SOLVE_ROUNDS`` rounds, from ``result.coef``) when λ > 0 and
+    ``requested``; left nan otherwise."""
+    k = result.support.size
+    if result.certified_optimal:
+        result.lower_bound = result.objective
+    elif lam > 0 and requested and k > 0:
+        relaxation = Relaxation(A, b, lam, w_bar)
+        working = initial_working_set(relaxation, k, result.support)
+        none = np.zeros(relaxation.A.shape[1], dtype=bool)
+        coef = np.asarray(result.coef, dtype=np.float64)
+        bound = relaxation.node(k, none, none, working, coef[working], max_rounds=_SOLVE_ROUNDS).bound
+        result.lower_bound = min(result.objective, max(0.0, bound))  # F ≥ 0 always
+    else:
+        return result
+    result.gap = (result.objective - result.lower_bound) / max(abs(result.objective), np.finfo(float).tiny)
+    return result

@@ -33,6 +33,12 @@ class SolveResult:
         F after the exact refit of the start support (``P(w_init)`` or ``P(w̄)``), when the solver
         tested it (large problems with ``backsolve``: if a full IHT step from it does not lower F,
         it is the result and IHT is skipped); nan otherwise.
+    lower_bound : float
+        Every w with ``‖w‖₀ ≤ k`` has ``F(w) ≥ lower_bound``: ``objective`` when ``certified_optimal``, else
+        with ``solve(..., bound=True)`` and λ > 0 the dual value of the Boolean relaxation (``_relaxation``, a
+        few rounds; at least 0); nan otherwise (λ = 0: that relaxation is least squares, no bound).
+    gap : float
+        ``(objective − lower_bound)/objective``, the most by which ``objective`` can exceed the optimum.
     """
 
     coef: np.ndarray
@@ -44,6 +50,8 @@ class SolveResult:
     converged: bool = False
     certified_optimal: bool = False
     start_objective: float = float("nan")
+    lower_bound: float = float("nan")
+    gap: float = float("nan")
 
     def __repr__(self):
         return (f"SolveResult(k={self.support.size}, objective={self.objective:.6g}, "

@@ -31,6 +31,7 @@ from ._iht import iht, jacobi_scale
 from ._linesearch import line_search
 from ._local_search import objective_from_residual, refit_support, swap_search
 from ._pattern_swaps import pattern_swap_search, swap_pass_cost
+from ._relaxation import with_lower_bound
 from ._result import SolveResult, timed
 from ._safeguard import best_candidate, magnitude_refits
 from ._scaling import Scaling, exact_objective
@@ -264,7 +265,8 @@ def _solve_active_set(full, design, projection, max_iter, backsolve, work_size, 
 
 
 def solve(A, b, k=None, *, lam=0.0, w_bar=None, w_init=None, projection=None, max_iter=200, tol=1e-7,
-          active_set="auto", swaps="auto", backsolve=True, exhaustive="auto", callback=None):
+          active_set="auto", swaps="auto", backsolve=True, exhaustive="auto", callback=None,
+          bound=False):
     """Minimise ``½‖b − A w‖² + (nλ/2)‖w − w̄‖²`` subject to ``‖w‖₀ ≤ k``.
 
     Parameters
@@ -305,6 +307,10 @@ def solve(A, b, k=None, *, lam=0.0, w_bar=None, w_init=None, projection=None, ma
         ``callback(step)`` after every IHT step (about two passes over A, or over the working set), ``step``
         counting the steps of this call from 1 (over every start; on large problems, which have one start,
         the last ``step`` is ``n_iter``): e.g. a progress bar over ``max_iter``.
+    bound : bool
+        With ``TopK`` and λ > 0, also compute ``lower_bound`` and ``gap`` from the Boolean relaxation
+        (``_relaxation``: Gram columns of a working set of ≈ 3k columns, a few rounds; 0.04 to 0.1 s at
+        n = 500, p = 1,000). A solve certified by enumeration reports them whatever ``bound`` says.
 
     Returns
     -------
@@ -315,11 +321,14 @@ def solve(A, b, k=None, *, lam=0.0, w_bar=None, w_init=None, projection=None, ma
         ``objective`` is recomputed from ``coef``.
     """
     A, b, _, lam, w_bar, w_init = check_problem(A, b, 0, lam, w_bar, w_init)
+    if not isinstance(bound, (bool, np.bool_)):
+        raise ValueError(f"bound must be True or False, got {bound!r}")
     projection = bound_projection(projection, k, A.shape[1])
     k = projection.size
     with blas_threads_for(A.size):
-        return _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, swaps, backsolve,
-                      exhaustive, callback)
+        result = _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, swaps, backsolve,
+                        exhaustive, callback)
+    return with_lower_bound(result, A, b, lam, w_bar, requested=bound is True and isinstance(projection, TopK))
 
 
 def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, swaps, backsolve, exhaustive,
