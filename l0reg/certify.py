@@ -86,7 +86,8 @@ def certify(A, b, k, *, lam, w_bar=None, time_limit=60.0, node_limit=1_000_000, 
     time_limit : float > 0
         Seconds; the search stops after the node running when they are spent (status ``"time_limit"``).
     node_limit : int ≥ 1
-        Relaxations solved at most (status ``"node_limit"``).
+        Relaxations solved at most, the root's included (status ``"node_limit"`` when the next expansion
+        would pass it).
     gap_tol : float ≥ 0
         Stop when ``(F − lower bound)/F ≤ gap_tol`` (status ``"optimal"``).
     callback : callable, optional
@@ -164,7 +165,7 @@ def certify(A, b, k, *, lam, w_bar=None, time_limit=60.0, node_limit=1_000_000, 
         if elapsed >= time_limit:
             status = "time_limit"
             break
-        if nodes >= node_limit:
+        if nodes + 2 > node_limit:  # an expansion solves two relaxations
             status = "node_limit"
             break
         node = heapq.heappop(open_nodes)
