@@ -1,6 +1,29 @@
-"""Shared fixtures."""
+"""Shared fixtures; SIGTERM and SIGHUP stop the run as Ctrl-C does."""
+import signal
+
 import numpy as np
 import pytest
+
+_STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+_inherited = {}
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def pytest_configure(config):
+    """SIGTERM and SIGHUP raise KeyboardInterrupt, so the teardowns run (and stop the tests' child processes, which
+    live in sessions of their own) before pytest exits; a signal ignored when pytest started stays ignored."""
+    for signum in _STOPPING_SIGNALS:
+        _inherited[signum] = signal.getsignal(signum)
+        if _inherited[signum] is signal.SIG_DFL:
+            signal.signal(signum, _interrupt)
+
+
+def pytest_unconfigure(config):
+    for signum, handler in _inherited.items():
+        signal.signal(signum, handler)
 
 
 @pytest.fixture

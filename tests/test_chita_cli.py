@@ -5,13 +5,13 @@ import gzip
 import json
 import os
 import struct
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _procs import run
 
 import chita_nn
 from chita_nn.cli import NO_TORCH, build_parser, main
@@ -252,8 +252,7 @@ def test_version(capsys):
 
 def _run_python(code, timeout=60):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env,
-                          cwd=ROOT)
+    return run([sys.executable, "-c", code], timeout=timeout, env=env, cwd=ROOT)
 
 
 def test_help_imports_no_torch_and_is_fast():

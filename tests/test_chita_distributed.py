@@ -1,6 +1,5 @@
 """torch.distributed block-mode CHITA: a 2-rank torchrun run (gloo, CPU) equals the 1-rank run."""
 import socket
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -8,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _procs import run
 
 from chita_nn.methods.distributed import assign_blocks
 
@@ -51,7 +51,7 @@ def _torchrun(script, out, nproc, store_dtype):
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--nnodes=1",
            "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(script), str(out), store_dtype]
     env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    done = run(cmd, timeout=240, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     return torch.load(out, weights_only=True)
 

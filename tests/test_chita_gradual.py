@@ -5,7 +5,6 @@ import json
 import math
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _procs import started
 
 from chita_nn.cli.gradual import add_gradual_parser
 from chita_nn.methods import gradual
@@ -133,7 +133,12 @@ _CHILD = textwrap.dedent("""
 
 def _child(script, out):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, str(script), str(out)], env=env, cwd=ROOT)
+    return started([sys.executable, str(script), str(out)], env=env, cwd=ROOT)
+
+
+def _exit_status(script, out):
+    with _child(script, out) as proc:
+        return proc.wait(timeout=300)
 
 
 def _log_lines(out):
@@ -145,21 +150,21 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     script = tmp_path / "child.py"
     script.write_text(_CHILD)
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    assert _child(script, reference).wait(timeout=300) == 0
+    assert _exit_status(script, reference) == 0
 
-    proc = _child(script, killed)
-    deadline = time.monotonic() + 300
-    while len(_log_lines(killed)) < 2 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.3)  # into the next epoch (one epoch takes about a second)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
+    with _child(script, killed) as proc:
+        deadline = time.monotonic() + 300
+        while len(_log_lines(killed)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)  # into the next epoch (one epoch takes about a second)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
     assert proc.returncode == -signal.SIGKILL
     state = torch.load(killed / "checkpoint.pt", weights_only=True)
     assert 2 <= state["epoch"] < 6 and not (killed / "final.pt").exists()
     assert len(_log_lines(killed)) == state["epoch"]  # the log matches the checkpoint: nothing half-written
 
-    assert _child(script, killed).wait(timeout=300) == 0
+    assert _exit_status(script, killed) == 0
     final = torch.load(killed / "final.pt", weights_only=True)["state_dict"]
     expected = torch.load(reference / "final.pt", weights_only=True)["state_dict"]
     assert list(final) == list(expected)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _procs import started
 
 transformers = pytest.importorskip("transformers")
 
@@ -238,29 +239,18 @@ def user_models(tmp_path, monkeypatch):
 
 
 def _child(folder, mode, argv):
-    """``chita-nn`` with ``argv`` in a child process (its own process group, fixed thread counts, in ``folder``);
-    ``mode`` "hang" stops it for good after its first checkpoint."""
+    """``chita-nn`` with ``argv`` in a child process (:func:`_procs.started`: killed on leaving; fixed thread
+    counts, in ``folder``); ``mode`` "hang" stops it for good after its first checkpoint."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)]), "OMP_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "child.py", mode, *argv], cwd=folder, env=env, start_new_session=True,
-                            stderr=subprocess.PIPE, text=True)
+    return started([sys.executable, "child.py", mode, *argv], cwd=folder, env=env, stderr=subprocess.PIPE, text=True)
 
 
-def _stop(proc):
-    """Kill the process group of ``proc`` if it still runs: no process is left behind."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
-
-
-def _finish(proc, timeout=300):
-    """``(exit status, stderr)`` of ``proc``, which is killed (with its group) if not done within ``timeout``."""
-    try:
+def _finish(child, timeout=300):
+    """``(exit status, stderr)`` of the ``child`` (killed if not done within ``timeout``)."""
+    with child as proc:
         _, err = proc.communicate(timeout=timeout)
-        return proc.returncode, err
-    finally:
-        _stop(proc)
+    return proc.returncode, err
 
 
 def _pruned(out):
@@ -273,17 +263,14 @@ def test_cli_run_killed_after_a_checkpoint_resumes_bit_identical_to_an_uninterru
     assert code == 0, err
     assert not (reference / "checkpoints").exists()  # removed once the outputs are saved
 
-    proc = _child(user_models, "hang", _prune_args(killed, "-q"))
     first = killed / "checkpoints" / "block-0000.pt"
-    try:
+    with _child(user_models, "hang", _prune_args(killed, "-q")) as proc:
         deadline = time.monotonic() + 300
         while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert first.exists(), f"no checkpoint written (exit status {proc.poll()})"
         os.killpg(proc.pid, signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        _stop(proc)
     assert sorted(p.name for p in first.parent.iterdir()) == ["block-0000.pt"]
     assert not (killed / "pruned.pt").exists()
 

@@ -1,12 +1,12 @@
 """Memory of the global CHITA solve: the prediction of :mod:`chita_nn.core.memory` against a measured peak, and
 the refusal before anything is allocated."""
 import json
-import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+from _procs import run
 
 from chita_nn.core import memory
 from chita_nn.core.fisher import DEFAULT_MEMORY_FRACTION, fisher_nbytes
@@ -44,8 +44,7 @@ MEASURE = textwrap.dedent("""
 
 
 def measured_extra_bytes(n, p, k):
-    out = subprocess.run([sys.executable, "-c", MEASURE, str(n), str(p), str(k)], capture_output=True, text=True,
-                         timeout=120, check=True)
+    out = run([sys.executable, "-c", MEASURE, str(n), str(p), str(k)], timeout=120, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -1,10 +1,10 @@
 """``chita-nn warmup`` compiles what pruning calls use: in a new process with the same (at first empty) Numba
 cache, layer-wise CHITA under other shapes and budgets, global CHITA, CHITA++ and block mode compile nothing."""
 import os
-import subprocess
 import sys
 
 import pytest
+from _procs import run
 
 AFTER = """
 import torch
@@ -26,7 +26,7 @@ def _run(code, cache, debug=False):
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
     if debug:
         env["NUMBA_DEBUG_CACHE"] = "1"
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return run([sys.executable, "-c", code], timeout=1200, check=True, env=env)
 
 
 @pytest.mark.slow
