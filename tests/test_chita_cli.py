@@ -244,6 +244,17 @@ def test_every_option_has_help():
         sub.format_help()  # the lazily imported defaults and choices format
 
 
+def test_ctrl_c_ends_the_program_with_130_and_reaches_an_in_process_caller(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("chita_nn.cli._configure", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # a test calling main is stopped, not failed with status 130
+        main(["export", "x.pt"])
+    monkeypatch.setattr(sys, "argv", ["chita-nn", "export", "x.pt"])
+    assert main() == 130 and capsys.readouterr().err == "chita-nn: interrupted\n"
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--version"])

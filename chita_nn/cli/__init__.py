@@ -75,7 +75,10 @@ def _message(exc):
 
 
 def main(argv=None):
-    """Run ``chita-nn`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    """Run ``chita-nn`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+
+    Ctrl-C ends the program (``argv`` None) with ``chita-nn: interrupted`` and status 130; a call with ``argv`` (in
+    a test, a notebook) lets the KeyboardInterrupt reach its caller, which stops as well instead of going on."""
     # Idle OpenMP threads sleep instead of spinning (read when torch first loads libgomp, so before any
     # command imports it): spinning threads of Numba's and torch's pools slowed the BLAS products and
     # parallel kernels between them (layer-wise CHITA on three SmolLM2 blocks: 30.0 -> 25.7 s).
@@ -89,6 +92,8 @@ def main(argv=None):
         status = 1
         error = exc
     except KeyboardInterrupt:
+        if argv is not None:
+            raise
         print("chita-nn: interrupted", file=sys.stderr)
         return 130
     logger.debug("details of the error", exc_info=error)
