@@ -1,6 +1,8 @@
 """Lower bounds (``SolveResult.lower_bound``, ``_relaxation``) and branch and bound (``l0reg.certify``)
 checked against enumeration."""
 import itertools
+import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -149,3 +151,15 @@ def test_solve_refuses_a_bound_that_is_not_boolean():
     A, b, _ = random_problem(7, 10, 5, "gaussian", False)
     with pytest.raises(ValueError, match="bound"):
         l0reg.solve(A, b, 2, bound="yes")
+
+
+def test_readme_example():
+    """The README's example of ``certify``, run as written."""
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    text = readme.split("### Certified best subset (`l0reg.certify`)\n", 1)[1].split("\n#", 1)[0]
+    (code,) = re.findall(r"^```python\n(.*?)^```", text, flags=re.M | re.S)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    result, bound = namespace["result"], namespace["bound"]
+    assert result.status == "optimal" and result.nodes <= 50
+    assert bound <= result.lower_bound <= result.objective
