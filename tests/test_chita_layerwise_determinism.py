@@ -2,8 +2,9 @@
 first call of a fresh process, Numba kernels loaded or compiled) or warm (a second call), in two processes.
 (Across different thread counts BLAS and LAPACK sum in other orders, so only the thread count is fixed.)"""
 import os
-import subprocess
 import sys
+
+from _procs import run
 
 SCRIPT = """
 import hashlib
@@ -26,7 +27,7 @@ for budget in 2 * (Budget(0.7), Budget(0.7, per_row=False), Budget(0.5, n=2, m=4
 def _digests(threads):
     env = {**os.environ, **{name: str(threads) for name in
                             ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}}
-    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    done = run([sys.executable, "-c", SCRIPT], env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout.split()
 
