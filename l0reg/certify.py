@@ -119,7 +119,7 @@ def certify(A, b, k, *, lam, w_bar=None, time_limit=60.0, node_limit=1_000_000, 
     counter = itertools.count()
     open_nodes, history = [], []
     pruned_bound = math.inf  # least bound of the nodes closed without expansion
-    nodes, status = 0, "optimal"
+    nodes = 0
     last_log = start
 
     def evaluate(ones, zeros, working, w, floor):
@@ -180,8 +180,7 @@ def certify(A, b, k, *, lam, w_bar=None, time_limit=60.0, node_limit=1_000_000, 
         evaluate(node.ones, zeros, node.working, node.w, node.bound)
 
     lower = global_bound()
-    coef = best_w
     logger.info("certify: %s after %d nodes, objective %.10g, bound %.10g", status, nodes, upper, lower)
-    return CertifyResult(coef=coef, support=np.flatnonzero(coef), objective=upper, lower_bound=lower,
+    return CertifyResult(coef=best_w, support=np.flatnonzero(best_w), objective=upper, lower_bound=lower,
                          gap=_relative_gap(upper, lower), nodes=nodes, status=status,
                          seconds=time.perf_counter() - start, history=history)
