@@ -30,9 +30,10 @@ class SolveResult:
         True only when every support of size k was enumerated (small problems,
         ``TopK``): ``support`` is then a global minimiser (up to round-off).
     start_objective : float
-        F after the exact refit of the start support (``P(w_init)`` or ``P(w̄)``), when the solver
-        tested it (large problems with ``backsolve``: if a full IHT step from it does not lower F,
-        it is the result and IHT is skipped); nan otherwise.
+        F at the better exact refit of the start supports (``P(w_init)`` or ``P(w̄)``, ranked in IHT's
+        metric and by magnitude) on large problems with ``backsolve``: if one IHT step from it lowers F by
+        at most tol·F it is the result (a fixed point of the IHT map), else IHT from it competes with IHT
+        from the unrefitted start; nan otherwise.
     lower_bound : float
         Every w with ``‖w‖₀ ≤ k`` has ``F(w) ≥ lower_bound``: ``objective`` when ``certified_optimal``, else
         with ``solve(..., bound=True)`` and λ > 0 the dual value of the Boolean relaxation (``_relaxation``, a

@@ -2,8 +2,10 @@
 
 Pipeline (each phase timed in ``SolveResult.timings``):
 
-1. start from ``P(w_init)`` (or ``P(w̄)``, or 0);
-2. IHT with the path line search, on all columns or on an active set;
+1. start from ``P(w_init)`` (or ``P(w̄)``, or 0); on large problems (no swap search) from the better
+   exact refit of its supports ranked in IHT's metric and by plain magnitude;
+2. IHT with the path line search, on all columns or on an active set (a refitted start whose first
+   step does not lower F is the answer at once: it is a fixed point of the IHT map);
 3. back-solve on the support (exact ridge on S), then IHT again while that
    changes anything;
 4. when affordable (small problems): 1-swap local search, each swap followed
@@ -91,20 +93,33 @@ class _Problem:
         self.timings, self.history = timings, history
         self.on_step = on_step  # called after every IHT step (solve's ``callback``)
         self.n_iter = 0
-        self.start_value = np.nan  # F of the refitted start (``settled``), when tested
+        self.start_value = np.nan  # F of the refitted start (``start_refitted``), when used
+        self.exact = False  # the current values are the exact refit of their support
 
     def start(self, w):
         self.w = w
         self.r = self.b - self.design.cols_matvec(np.flatnonzero(w), w[w != 0])
         self.value = objective_from_residual(self.r, w, self.w_bar, self.nlam)
 
+    def start_refitted(self, points):
+        """Start at the best exact refit of the supports of the feasible ``points`` (F there: ``start_value``)."""
+        self.value = np.inf
+        for x in points:
+            w, r, value = self._refitted(x)
+            if value < self.value:
+                self.w, self.r, self.value = w, r, value
+        self.start_value = self.value
+        self.exact = True
+
     def run_iht(self, max_iter, patience):
+        w = self.w
         with timed(self.timings, "iht"):
             self.w, self.r, self.value, steps, converged = iht(
                 self.design, self.projection, self.b, self.w, self.r, self.w_bar, self.nlam,
                 max_iter=max_iter, tol=self.tol, value=self.value, history=self.history,
                 patience=patience, on_step=self.on_step)
         self.n_iter += steps
+        self.exact = self.exact and self.w is w  # iht hands back its input when it takes no step
         return converged
 
     def _refitted(self, w, r=None):
@@ -116,31 +131,12 @@ class _Problem:
                                  np.flatnonzero(w), tol=self.tol, budget=_BACKSOLVE_MAX_FLOPS)
         return w, r, objective_from_residual(r, w, self.w_bar, self.nlam)
 
-    def settled(self):
-        """Refit the current (start) support exactly and test it as the solver's stopping rule does.
-
-        Returns ``(settled, F of the refit)``. Settled: one full IHT step from the refit does not lower F
-        by more than tol, so IHT has nothing to do; the refit is then kept. Otherwise the state is left as
-        it was (IHT starts from the original point).
-        """
-        w, r, value = self._refitted(self.w, self.r)
-        scale, inv_diag = jacobi_scale(self.design, self.nlam)
-        with timed(self.timings, "iht"):
-            g, q = self.design.step_direction(r, w, self.w_bar, self.nlam, inv_diag)
-            step_value = line_search(self.design, self.projection, r, w, g, self.w_bar, self.nlam, scale, q=q)[0]
-        self.n_iter += 1
-        if self.on_step is not None:
-            self.on_step()
-        if step_value < value - self.tol * max(abs(value), np.finfo(float).tiny):
-            return False, value
-        if value < self.value:
-            self.w, self.r, self.value = w, r, value
-            self.history.append(value)
-        return True, value
-
     def refit(self):
         """Refit the current support; True if F dropped by more than tol."""
+        if self.exact:
+            return False
         w, r, value = self._refitted(self.w, self.r)
+        self.exact = True
         improved = value < self.value - self.tol * max(abs(self.value), np.finfo(float).tiny)
         if value < self.value:
             self.w, self.r, self.value = w, r, value
@@ -155,7 +151,7 @@ class _Problem:
         optimal can trade its support for a worse one.
         """
         patience = _SUPPORT_PATIENCE if backsolve else None
-        converged = self.run_iht(max_iter, patience)
+        converged = self.run_iht(max_iter - self.n_iter, patience)
         for _ in range(_MAX_ROUNDS):
             if not backsolve or not self.refit() or self.n_iter >= max_iter:
                 break
@@ -370,8 +366,13 @@ def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, s
     use_active = active_set is True or (
         active_set == "auto" and n * p >= _ACTIVE_SET_MIN_ENTRIES and work_size <= _ACTIVE_SET_MAX_FRACTION * p)
 
-    # Large problems (no swap search, no enumeration): stop at the refitted start when it is optimal for IHT.
-    check_start = backsolve and not run_swaps and not enumerate_all
+    # Large problems (no swap search, no enumeration): the best refitted start first.
+    refit_start = backsolve and not run_swaps and not enumerate_all
+
+    def search(problem, rivals):
+        if use_active and work_size < p:
+            return _solve_active_set(problem, design, projection, max_iter, backsolve, work_size, rivals)
+        return problem.descend(max_iter, backsolve, rivals)
 
     def local_solve(start, rivals):
         problem = _Problem(design, projection, b64, w_bar64, nlam, tol, timings, [], on_step)
@@ -379,15 +380,23 @@ def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, s
         problem.history.append(problem.value)
         if k == 0:
             return problem, True
-        if check_start:
-            settled, problem.start_value = problem.settled()
-            if settled:
-                logger.debug("the refitted start passes the optimality test: no IHT")
-                return problem, True
-        if use_active and work_size < p:
-            converged = _solve_active_set(problem, design, projection, max_iter, backsolve, work_size, rivals)
-        else:
-            converged = problem.descend(max_iter, backsolve, rivals)
+        if refit_start:
+            # The refit is the answer when its first IHT step lowers F by at most tol·F (a fixed point of
+            # the IHT map); otherwise IHT from it competes with IHT from the start as it is (which explores
+            # other supports: neither wins always).
+            refitted = _Problem(design, projection, b64, w_bar64, nlam, tol, timings, [], on_step)
+            refitted.start_refitted(rivals)
+            refitted.history.append(refitted.value)
+            if refitted.run_iht(1, None):
+                logger.debug("the refitted start is a fixed point of the IHT map: no further step")
+                return refitted, True
+            refitted_converged = search(refitted, ())
+        converged = search(problem, rivals)
+        if refit_start:
+            refitted.n_iter = problem.n_iter = problem.n_iter + refitted.n_iter
+            problem.start_value = refitted.start_value
+            if refitted.value < problem.value:
+                problem, converged = refitted, refitted_converged
         if run_swaps:
             with timed(timings, "swap"):
                 w, r, n_swaps = local_search(design, b64, problem.w, problem.r, w_bar64, nlam,

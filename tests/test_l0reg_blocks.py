@@ -99,7 +99,8 @@ def _orthogonal_problem(n=60, p=50, seed=0):
 
 
 def _without_start_test(monkeypatch):
-    monkeypatch.setattr(solver._Problem, "settled", lambda self: (False, np.nan))
+    """IHT from the unrefitted start (the full run the refitted start short-cuts)."""
+    monkeypatch.setattr(solver._Problem, "start_refitted", lambda self, points: self.start(points[0]))
 
 
 def test_optimal_start_stops_before_iht_with_the_same_answer(monkeypatch):
@@ -117,14 +118,37 @@ def test_optimal_start_stops_before_iht_with_the_same_answer(monkeypatch):
     assert slow.coef == pytest.approx(fast.coef, rel=1e-10, abs=1e-12)
 
 
+def _refit_value(A, b, support, lam, w_bar):
+    return l0reg.solve_on_support(A, b, support, lam=lam, w_bar=w_bar)[1]
+
+
 def test_start_test_lets_iht_run_when_a_step_helps():
     A, w_bar, _ = _blocks_problem(3, n=60, sizes=(80,))
     b = A @ w_bar
     res = l0reg.solve(A, b, 8, lam=1e-3, w_bar=w_bar, swaps=False, exhaustive=False)
     assert res.n_iter > 1 and res.objective < res.start_objective * (1 - 1e-6)
-    start = np.sort(np.argsort(-np.sqrt((A ** 2).sum(0) + 60e-3) * np.abs(w_bar))[:8])
+    jacobi = np.sort(np.argsort(-np.sqrt((A ** 2).sum(0) + 60e-3) * np.abs(w_bar))[:8])
+    plain = np.sort(np.argsort(-np.abs(w_bar))[:8])
+    assert not np.array_equal(jacobi, plain)
     assert res.start_objective == pytest.approx(
-        l0reg.solve_on_support(A, b, start, lam=1e-3, w_bar=w_bar)[1], rel=1e-9)
+        min(_refit_value(A, b, s, 1e-3, w_bar) for s in (jacobi, plain)), rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_refitted_start_is_the_better_refit_and_never_loses_to_the_full_run(monkeypatch, seed):
+    """Start at the better of the magnitude supports (IHT's metric, plain) refitted: never above either
+    refit, nor above IHT from the unrefitted start."""
+    A, w_bar, _ = _blocks_problem(seed, n=30, sizes=(60,))
+    b = A @ w_bar + 0.1 * np.random.default_rng(seed).standard_normal(30)
+    kwargs = dict(lam=1e-3, w_bar=w_bar, swaps=False, exhaustive=False)
+    res = l0reg.solve(A, b, 6, **kwargs)
+    jacobi = np.sort(np.argsort(-np.sqrt((A ** 2).sum(0) + 30e-3) * np.abs(w_bar))[:6])
+    plain = np.sort(np.argsort(-np.abs(w_bar))[:6])
+    refits = [_refit_value(A, b, s, 1e-3, w_bar) for s in (jacobi, plain)]
+    assert res.start_objective == pytest.approx(min(refits), rel=1e-9)
+    assert res.objective <= res.start_objective * (1 + 1e-12)
+    _without_start_test(monkeypatch)
+    assert res.objective <= l0reg.solve(A, b, 6, **kwargs).objective * (1 + 1e-9)
 
 
 def test_start_test_is_skipped_on_small_searched_problems():
