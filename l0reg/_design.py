@@ -54,6 +54,7 @@ class Design:
         self._col_sq = None
         self._row_gram = None  # (support mask, A_S A_Sᵀ) of the last row_gram call
         self.refits = {}  # the last few exact refits, kept by _backsolve.ridge_on_support
+        self.gram_columns = None  # Gram columns Âᵀâ_i kept by _local_search.GramColumns
 
     @property
     def nbytes(self):

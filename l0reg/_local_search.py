@@ -57,15 +57,24 @@ def _removal_change(w, h, col_sq, w_bar, nlam, idx):
     return wi * h[idx] + 0.5 * wi * wi * col_sq[idx] + 0.5 * nlam * (wbi * wbi - (wi - wbi) ** 2)
 
 
-class _GramColumns:
+class GramColumns:
     """Columns ``Aᵀa_i`` of the Gram matrix, computed in batches (one BLAS
     matrix product) and cached while they take at most a quarter of the bytes
-    of ``A`` (so the search never holds more than a fraction of A's size)."""
+    of ``A`` (so the search never holds more than a fraction of A's size).
+
+    One cache per design (``GramColumns.of``): the swap searches from every start and
+    the greedy start share the columns (their supports overlap)."""
 
     def __init__(self, design):
         self.design = design
         self.capacity = max(1, design.nbytes // (4 * 8 * design.p))
         self.cache = {}
+
+    @classmethod
+    def of(cls, design):
+        if design.gram_columns is None:
+            design.gram_columns = cls(design)
+        return design.gram_columns
 
     def prefetch(self, idx):
         missing = [i for i in idx if i not in self.cache][: max(0, self.capacity - len(self.cache))]
@@ -108,7 +117,7 @@ def swap_search(design, b, w, r, w_bar, nlam, *, max_swaps, tol, n_candidates=5)
     per_refit = refit_cost + _REFIT_OVERHEAD_FLOPS
     n_candidates = int(np.clip(_EXACT_SCORING_FLOPS // per_refit, n_candidates, design.p))
     gain, value_j = np.empty(w.size), np.empty(w.size)
-    gram = _GramColumns(design)
+    gram = GramColumns.of(design)
     n_swaps = 0
     while n_swaps < max_swaps:
         support = np.flatnonzero(in_s)
