@@ -33,29 +33,42 @@ _INTEGRAL = 1e-6
 
 
 class GramColumns:
-    """Columns ``Aᵀa_j`` of the Gram matrix, computed once each, when first asked for."""
+    """Columns ``Aᵀa_j`` of the Gram matrix, computed once each, when first asked for (stored as rows of a
+    buffer that doubles when full)."""
 
     def __init__(self, A):
         self.A = A
         self.slot = np.full(A.shape[1], -1, dtype=np.int64)
-        self.columns = np.empty((A.shape[1], 0))
+        self.rows = np.empty((16, A.shape[1]))
+        self.count = 0
 
     def ensure(self, cols):
         new = cols[self.slot[cols] < 0]
         if new.size:
-            count = self.columns.shape[1]
-            self.columns = np.hstack([self.columns, self.A.T @ self.A[:, new]])
-            self.slot[new] = np.arange(count, count + new.size)
+            needed = self.count + new.size
+            if needed > self.rows.shape[0]:
+                grown = np.empty((max(needed, 2 * self.rows.shape[0]), self.rows.shape[1]))
+                grown[:self.count] = self.rows[:self.count]
+                self.rows = grown
+            self.rows[self.count:needed] = self.A[:, new].T @ self.A
+            self.slot[new] = np.arange(self.count, needed)
+            self.count = needed
 
     def block(self, cols):
-        """``Aᵀ A_cols`` (p × |cols|)."""
+        """``A_colsᵀ A_cols``."""
         self.ensure(cols)
-        return self.columns[:, self.slot[cols]]
+        return self.rows[np.ix_(self.slot[cols], cols)]
+
+    def product(self, cols, x):
+        """``Aᵀ A_cols x`` (length p)."""
+        self.ensure(cols)
+        return kern.combine_rows(self.rows, self.slot[cols], np.ascontiguousarray(x, dtype=np.float64))
 
 
 @dataclass
 class NodeRelaxation:
-    """The relaxation of one node: its bound, its solution on ``working``, and what to do next."""
+    """The relaxation of one node: its bound, a warm start for its children (``w`` on ``working``), the
+    column to branch on and a rounded support."""
 
     bound: float
     working: np.ndarray
@@ -81,19 +94,20 @@ class Relaxation:
         w = np.zeros(self.A.shape[1])
         if support.size == 0:
             return w, self.c0
-        G = self.gram.block(support)[support] + self.gamma * np.eye(support.size)
+        G = self.gram.block(support) + self.gamma * np.eye(support.size)
         w[support] = np.linalg.solve(G, self.q[support])
         return w, self.c0 - 0.5 * float(self.q[support] @ w[support])
 
     def _dual(self, working, w, allowed, ones, k_free):
         """``(D, s)``: the valid bound at α = b − A_W w, and s over all columns."""
-        cross = self.gram.block(working)
-        s = self.q - cross @ w
+        nonzero = w != 0
+        working, w = working[nonzero], w[nonzero]
+        s = self.q - self.gram.product(working, w)
         sq = s * s
         free_sq = sq[allowed & ~ones]
         top = np.sum(np.partition(free_sq, free_sq.size - k_free)[free_sq.size - k_free:]) if k_free else 0.0
         q_total = float(sq[ones].sum() + top)
-        half_quad = 0.5 * float(w @ (cross[working] @ w))
+        half_quad = 0.5 * float(w @ (self.gram.block(working) @ w))
         bound = self.c0 - half_quad - q_total / (2 * self.gamma)
         return bound - _ROUNDING * (self.c0 + half_quad + q_total / (2 * self.gamma)), s
 
@@ -116,7 +130,7 @@ class Relaxation:
             w = np.concatenate([w, np.zeros(extra.size)])
         bound = -np.inf
         for round_ in range(max_rounds):
-            G = self.gram.block(working)[working]
+            G = self.gram.block(working)
             free = ~ones[working]
             w, z, _, _, _ = kern.fista(G, self.q[working], free, k_free, self.gamma, w, self.c0, _MAX_STEPS, _TOL)
             value, s = self._dual(working, w, allowed, ones, k_free)
@@ -132,8 +146,15 @@ class Relaxation:
             violators = violators[np.argsort(-sq[violators], kind="stable")[:2 * k_free + 10]]
             working = np.concatenate([working, violators])
             w = np.concatenate([w, np.zeros(violators.size)])
-        return NodeRelaxation(bound, working, w, self._branch_column(working, w, z, s, free_allowed),
-                              self._rounded(working, w, z, s, ones, free_allowed, k_free))
+        branch = self._branch_column(working, w, z, s, free_allowed)
+        rounded = self._rounded(working, w, z, s, ones, free_allowed, k_free)
+        # The children start from the nonzeros and the columns of largest s² (column generation adds the rest).
+        top = np.argsort(-sq, kind="stable")[:2 * k_free + 10]
+        nonzero = working[w != 0]
+        children = np.union1d(nonzero, top[sq[top] >= 0])
+        w_children = np.zeros(children.size)
+        w_children[np.searchsorted(children, nonzero)] = w[w != 0]
+        return NodeRelaxation(bound, children, w_children, branch, rounded)
 
     @staticmethod
     def _branch_column(working, w, z, s, free_allowed):

@@ -77,7 +77,7 @@ def top_sum_sq(s, free, k_free):
 
 
 @njit(cache=True)
-def largest_eigenvalue(G, iters=60):
+def largest_eigenvalue(G, iters=30):
     """Power iteration for ``λ_max(G)`` (G symmetric positive semidefinite), from the all-ones vector."""
     x = np.ones(G.shape[0]) / np.sqrt(G.shape[0])
     estimate = 0.0
@@ -116,7 +116,7 @@ def fista(G, q, free, k_free, gamma, w0, c0, max_iter, tol):
     """
     m = q.shape[0]
     ridge = np.where(free, 0.0, gamma)  # the fixed ones' ridge is in the smooth part
-    lipschitz = 1.02 * (largest_eigenvalue(G) + gamma)
+    lipschitz = 1.05 * (largest_eigenvalue(G) + gamma)
     beta = gamma / lipschitz
     w, z, v = w0.copy(), np.ones(m), np.empty(m)
     y, t = w0.copy(), 1.0
@@ -139,3 +139,14 @@ def fista(G, q, free, k_free, gamma, w0, c0, max_iter, tol):
             if primal - dual <= tol * abs(primal):
                 break
     return w, z, primal, dual, steps
+
+
+@njit(cache=True)
+def combine_rows(rows, slots, x):
+    """``Σ_t x_t rows[slots_t]``, reading the rows in place (no gathered copy)."""
+    out = np.zeros(rows.shape[1])
+    for t in range(slots.shape[0]):
+        row, scale = rows[slots[t]], x[t]
+        for j in range(out.shape[0]):
+            out[j] += scale * row[j]
+    return out
