@@ -23,25 +23,21 @@ itself. (Sampling supports beyond the breakpoints at geometric τ, as a longer
 reach, gained nothing over more breakpoints on SmolLM2's layers and was dropped.)
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from ._gram_supports import group_topn_into, start_into
+from ._gram_supports import group_topn_into, start_into, support_indices
 from ._kernels import _overtake_time, topk_path_events
+from ._threads import over_rows
 
 
-@njit(cache=True, parallel=True, fastmath=True)
-def directions(rows, W, Wbar, E, HD, inv_diag, scale, lam, ks, n, m):
-    """Jacobi directions ``δ = ∇F·inv_diag`` and the first supports S₀ of the
-    paths, for the rows ``rows``; returns ``(Delta, masks0, V = δ on S₀)``."""
+@njit(cache=True, nogil=True, fastmath=True)
+def _directions_chunk(lo, hi, rows, W, Wbar, E, HD, inv_diag, scale, lam, ks, n, m, Delta, masks, V):
+    """:func:`directions` of the rows ``rows[lo:hi]`` (a chunk of :func:`~._threads.over_rows`)."""
     p = W.shape[1]
-    a = rows.shape[0]
-    Delta = np.empty((a, p))
-    masks = np.zeros((a, p), dtype=np.bool_)
-    V = np.zeros((a, p))
-    for t in prange(a):
+    sw = np.empty(p)
+    sd = np.empty(p)
+    for t in range(lo, hi):
         i = rows[t]
-        sw = np.empty(p)
-        sd = np.empty(p)
         for j in range(p):
             d = W[i, j] - Wbar[i, j]
             Delta[t, j] = (HD[i, j] - E[i, j] + lam * d) * inv_diag[j]
@@ -51,16 +47,23 @@ def directions(rows, W, Wbar, E, HD, inv_diag, scale, lam, ks, n, m):
         for j in range(p):
             if masks[t, j]:
                 V[t, j] = Delta[t, j]
+
+
+def directions(rows, W, Wbar, E, HD, inv_diag, scale, lam, ks, n, m):
+    """Jacobi directions ``δ = ∇F·inv_diag`` and the first supports S₀ of the
+    paths, for the rows ``rows``; returns ``(Delta, masks0, V = δ on S₀)``."""
+    a, p = rows.shape[0], W.shape[1]
+    Delta, masks, V = np.empty((a, p)), np.zeros((a, p), dtype=np.bool_), np.zeros((a, p))
+    over_rows(_directions_chunk, a, rows, W, Wbar, E, HD, inv_diag, scale, float(lam), ks, int(n), int(m),
+              Delta, masks, V)
     return Delta, masks, V
 
 
 @njit(cache=True, fastmath=True)
-def _toggle(H, j, wj, dj, enter, mask, hd, hv):
-    """Move coordinate j into (``enter``) or out of S, updating ``H(u − w̄)`` and ``H v``."""
-    sign = 1.0 if enter else -1.0
-    a = sign * wj
-    b = sign * dj
-    mask[j] = enter
+def _toggle(H, j, a, b, hd, hv):
+    """``H(u − w̄) += a H_j`` and ``H v += b H_j``: coordinate j enters S (``a = w_j``, ``b = δ_j``) or leaves it
+    (``−w_j``, ``−δ_j``).  The caller sets the mask: a bool argument would compile twice (literal
+    True and False)."""
     if a == 0.0 and b == 0.0:
         return
     row = H[j]
@@ -131,7 +134,7 @@ def _largest_outside(y, mask0, count):
 @njit(cache=True)
 def _topk_events(x, y, mask0, max_events):
     """Breakpoints of the top-k path from S₀ (``_kernels.topk_path_events``)."""
-    support = np.flatnonzero(mask0)
+    support = support_indices(mask0)
     rays = _largest_outside(y, mask0, min(max_events + 1, x.shape[0] - support.shape[0]))
     return topk_path_events(x, y, support, rays, max_events)
 
@@ -207,8 +210,9 @@ def _nm_events(x, y, mask0, n, m, max_events):
 
 
 @njit(cache=True, fastmath=True)
-def _row_search(H, w, wbar, e, delta, scale, hd0, hv0, mask0, n, m, lam, n_events, out_w, out_hd):
-    """Line search of one row; writes the new row and ``H(w_new − w̄)``, returns F(w_new)."""
+def _row_search(H, w, wbar, e, delta, hd0, hv0, mask0, lam, events, out_w, out_hd):
+    """Line search of one row along the breakpoints ``events = (taus, leaving, entering)`` of its path;
+    writes the new row and ``H(w_new − w̄)``, returns F(w_new)."""
     p = w.shape[0]
     mask = mask0.copy()
     hd = hd0.copy()
@@ -217,16 +221,13 @@ def _row_search(H, w, wbar, e, delta, scale, hd0, hv0, mask0, n, m, lam, n_event
     best_mask = mask.copy()
     best_hd = hd.copy()
     best_hv = hv.copy()
-    x = scale * w
-    y = scale * delta
-    if m == 0:
-        taus, leaving, entering = _topk_events(x, y, mask0, n_events)
-    else:
-        taus, leaving, entering = _nm_events(x, y, mask0, n, m, n_events)
+    taus, leaving, entering = events
     for t in range(taus.shape[0]):
         i, j = leaving[t], entering[t]
-        _toggle(H, i, w[i], delta[i], False, mask, hd, hv)
-        _toggle(H, j, w[j], delta[j], True, mask, hd, hv)
+        mask[i] = False
+        _toggle(H, i, -w[i], -delta[i], hd, hv)
+        mask[j] = True
+        _toggle(H, j, w[j], delta[j], hd, hv)
         best_tau, best_val = _keep_best(mask, w, wbar, e, delta, hd, hv, lam, best_tau, best_val,
                                         best_mask, best_hd, best_hv)
     for j in range(p):
@@ -235,17 +236,35 @@ def _row_search(H, w, wbar, e, delta, scale, hd0, hv0, mask0, n, m, lam, n_event
     return best_val
 
 
-@njit(cache=True, parallel=True)
+# Two chunk kernels, one per constraint, rather than one branching on m: a layer compiles only the
+# breakpoints it uses (the N:M ones cost 2 s of compile, the top-k ones 3 s).
+@njit(cache=True, nogil=True)
+def _topk_search_chunk(lo, hi, H, rows, W, Wbar, E, HD, Delta, HV, masks0, scale, lam, n, m, n_events,
+                       W_new, HD_new, values):
+    """:func:`_row_search` of the rows ``rows[lo:hi]`` under top-k budgets."""
+    for t in range(lo, hi):
+        i = rows[t]
+        events = _topk_events(scale * W[i], scale * Delta[t], masks0[t], n_events)
+        values[t] = _row_search(H, W[i], Wbar[i], E[i], Delta[t], HD[i], HV[t], masks0[t], lam, events,
+                                W_new[t], HD_new[t])
+
+
+@njit(cache=True, nogil=True)
+def _nm_search_chunk(lo, hi, H, rows, W, Wbar, E, HD, Delta, HV, masks0, scale, lam, n, m, n_events,
+                     W_new, HD_new, values):
+    """:func:`_row_search` of the rows ``rows[lo:hi]`` under an N:M pattern."""
+    for t in range(lo, hi):
+        i = rows[t]
+        events = _nm_events(scale * W[i], scale * Delta[t], masks0[t], n, m, n_events)
+        values[t] = _row_search(H, W[i], Wbar[i], E[i], Delta[t], HD[i], HV[t], masks0[t], lam, events,
+                                W_new[t], HD_new[t])
+
+
 def line_search_rows(H, rows, W, Wbar, E, HD, Delta, HV, masks0, scale, lam, n, m, n_events):
     """:func:`_row_search` for every row of ``rows`` (row t of Delta/HV/masks0 is
     row ``rows[t]`` of the others); returns the new rows, their ``H d`` and F."""
-    a = rows.shape[0]
-    p = W.shape[1]
-    W_new = np.empty((a, p))
-    HD_new = np.empty((a, p))
-    values = np.empty(a)
-    for t in prange(a):
-        i = rows[t]
-        values[t] = _row_search(H, W[i], Wbar[i], E[i], Delta[t], scale, HD[i], HV[t], masks0[t],
-                                n, m, lam, n_events, W_new[t], HD_new[t])
+    a, p = rows.shape[0], W.shape[1]
+    W_new, HD_new, values = np.empty((a, p)), np.empty((a, p)), np.empty(a)
+    over_rows(_topk_search_chunk if m == 0 else _nm_search_chunk, a, H, rows, W, Wbar, E, HD, Delta, HV, masks0,
+              scale, float(lam), int(n), int(m), int(n_events), W_new, HD_new, values)
     return W_new, HD_new, values

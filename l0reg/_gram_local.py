@@ -15,6 +15,8 @@ room (fewer than k, or n in the group), plain insertions compete too.
 import numpy as np
 from numba import njit, prange
 
+from ._gram_supports import support_indices
+
 
 @njit(cache=True, fastmath=True)
 def _move(H, j, t, w, g, lam):
@@ -110,7 +112,7 @@ def local_search_rows(H, hdiag, W, G, masks, ks, n, m, lam, values, max_swaps, n
 @njit(cache=True, fastmath=True)
 def _refit_row(H, c, wbar, lam, mask, w):
     """Exact refit of one row on ``mask`` (w overwritten); returns ``(S, K⁻¹)``."""
-    S = np.flatnonzero(mask)
+    S = support_indices(mask)
     K = np.empty((S.size, S.size))
     rhs = np.empty(S.size)
     for a in range(S.size):

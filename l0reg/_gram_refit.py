@@ -17,7 +17,10 @@ Two solvers, chosen by cost (:func:`refit_rows`):
   lowers that row's objective.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
+from ._gram_supports import support_indices
+from ._threads import over_rows
 
 # Exact refits while the largest support satisfies |S|³ ≤ this · p² (the Cholesky
 # factorisations then cost about as much as this many products ``W @ H`` / 10 —
@@ -78,15 +81,12 @@ def _system(H, c, wbar, lam, S):
     return K, rhs
 
 
-@njit(cache=True, parallel=True)
-def _cholesky_refit_rows(H, C, Wbar, lam, masks):
-    """``(out, failed)``: the Cholesky refit of every row on ``masks``; ``failed[t]`` where row t's K is
-    not numerically positive definite (its ``out`` row is then left zero)."""
-    rows, p = masks.shape
-    out = np.zeros((rows, p))
-    failed = np.zeros(rows, dtype=np.bool_)
-    for t in prange(rows):
-        S = np.flatnonzero(masks[t])
+@njit(cache=True, nogil=True)
+def _cholesky_refit_chunk(lo, hi, H, C, Wbar, lam, masks, out, failed):
+    """The Cholesky refit of the rows ``lo … hi−1`` on ``masks`` into ``out`` (zero rows); ``failed[t]`` where
+    row t's K is not numerically positive definite (its ``out`` row is then left zero)."""
+    for t in range(lo, hi):
+        S = support_indices(masks[t])
         if S.shape[0] == 0:
             continue
         K, rhs = _system(H, C[t], Wbar[t], lam, S)
@@ -95,7 +95,6 @@ def _cholesky_refit_rows(H, C, Wbar, lam, masks):
             continue
         for a in range(S.shape[0]):
             out[t, S[a]] = rhs[a]
-    return out, failed
 
 
 def exact_refit_rows(H, C, Wbar, lam, masks):
@@ -105,7 +104,8 @@ def exact_refit_rows(H, C, Wbar, lam, masks):
     LAPACK (``np.linalg.lstsq``, SVD) out here: inside the Numba kernel that fallback cost 40% of the
     kernel's compile time.
     """
-    out, failed = _cholesky_refit_rows(H, C, Wbar, lam, masks)
+    out, failed = np.zeros(masks.shape), np.zeros(masks.shape[0], dtype=np.bool_)
+    over_rows(_cholesky_refit_chunk, masks.shape[0], H, C, Wbar, float(lam), masks, out, failed)
     for t in np.flatnonzero(failed):
         S = np.flatnonzero(masks[t])
         K = H[np.ix_(S, S)] + lam * np.eye(S.size)
@@ -113,14 +113,13 @@ def exact_refit_rows(H, C, Wbar, lam, masks):
     return out
 
 
-@njit(cache=True, parallel=True, fastmath=True)
-def _cg_step(Q, P, P32, W, R, rz, masks, inv_diag, lam, stop):
-    """One CG step of every row from its product ``Q = P @ H`` (float32), all vectors updated in
-    one pass per row; returns which rows keep running."""
-    a, p = P.shape
-    running = np.zeros(a, dtype=np.bool_)
-    for t in prange(a):
-        q = np.empty(p)
+@njit(cache=True, nogil=True, fastmath=True)
+def _cg_chunk(lo, hi, Q, P, P32, W, R, rz, masks, inv_diag, lam, stop, running):
+    """One CG step of the rows ``lo … hi−1`` from their product ``Q = P @ H`` (float32), all vectors updated
+    in one pass per row; ``running[t]``: whether row t keeps running."""
+    p = P.shape[1]
+    q = np.empty(p)
+    for t in range(lo, hi):
         curv = 0.0
         for j in range(p):
             q[j] = Q[t, j] + lam * P[t, j] if masks[t, j] else 0.0
@@ -139,6 +138,12 @@ def _cg_step(Q, P, P32, W, R, rz, masks, inv_diag, lam, stop):
             P32[t, j] = P[t, j]
         rz[t] = rz_new
         running[t] = rz_new > stop[t]
+
+
+def _cg_step(Q, P, P32, W, R, rz, masks, inv_diag, lam, stop):
+    """One CG step of every row (:func:`_cg_chunk`); returns which rows keep running."""
+    running = np.zeros(P.shape[0], dtype=np.bool_)
+    over_rows(_cg_chunk, P.shape[0], Q, P, P32, W, R, rz, masks, inv_diag, float(lam), stop, running)
     return running
 
 

@@ -13,6 +13,22 @@ from numba import njit, prange
 
 
 @njit(cache=True)
+def support_indices(mask):
+    """The indices where ``mask`` is True, increasing: ``np.flatnonzero``, whose Numba implementation took
+    0.4–0.8 s of the first layer-wise call's compile (this loop: about 0.1 s)."""
+    count = 0
+    for j in range(mask.shape[0]):
+        count += mask[j]
+    idx = np.empty(count, dtype=np.int64)
+    pos = 0
+    for j in range(mask.shape[0]):
+        if mask[j]:
+            idx[pos] = j
+            pos += 1
+    return idx
+
+
+@njit(cache=True)
 def kth_largest(score, k):
     """The ``k``-th largest entry of ``score`` (1 ≤ k ≤ p): quickselect on a copy, O(p) expected.
 

@@ -12,8 +12,11 @@ the other's start. Measured on 2 shared cores, Cholesky of a 1000 x 1000 Gram: 4
 numpy BLAS call, 187 ms after a parallel Numba kernel; 34 and 23 ms on one thread.
 """
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 
+import numba
+import numpy as np
 from threadpoolctl import ThreadpoolController
 
 #: Designs with fewer entries than this are solved on one BLAS thread.
@@ -24,6 +27,8 @@ SINGLE_THREAD_MAX_ENTRIES = 1 << 24
 THREADED_GRAM_MIN_FLOPS = 1e10
 
 _controller = None
+#: Worker threads of :func:`over_rows`, by count.
+_pools = {}
 #: Per Python thread: BLAS threads in use where each open :func:`single_blas_thread` was entered.
 _state = threading.local()
 
@@ -61,3 +66,22 @@ def gram_blas_threads(flops):
 def blas_threads_for(n_entries):
     """Context manager: one BLAS thread when ``n_entries < SINGLE_THREAD_MAX_ENTRIES``, else no change."""
     return nullcontext() if n_entries >= SINGLE_THREAD_MAX_ENTRIES else single_blas_thread()
+
+
+def over_rows(kernel, n, *args):
+    """``kernel(lo, hi, *args)`` on chunks ``[lo, hi)`` of the rows ``0 … n−1``, on Numba's thread count
+    (``numba.get_num_threads``); ``kernel`` is a ``nogil`` Numba function that writes only its rows' outputs.
+
+    The row-parallel Gram kernels run this way rather than as ``parallel=True`` prange loops: a parfor costs
+    2–4 s of compile per kernel (three of them: 9 of the 20 s of the first layer-wise call in an empty Numba
+    cache, 2 loaded cores), Python threads around serial kernels almost nothing.  Four chunks per thread
+    balance rows of unequal cost.
+    """
+    threads = min(numba.get_num_threads(), n)
+    if threads <= 1:
+        kernel(0, n, *args)
+        return
+    pool = _pools.get(threads) or _pools.setdefault(threads, ThreadPoolExecutor(threads))
+    bounds = np.linspace(0, n, min(n, 4 * threads) + 1).astype(np.int64)
+    for future in [pool.submit(kernel, int(lo), int(hi), *args) for lo, hi in zip(bounds[:-1], bounds[1:])]:
+        future.result()
