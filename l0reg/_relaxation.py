@@ -139,9 +139,9 @@ class Relaxation:
             inside = np.zeros(sq.size, dtype=bool)
             inside[working] = True
             inside_sq = np.sort(sq[inside & free_allowed])[::-1]
-            threshold = inside_sq[k_free - 1] if 0 < k_free <= inside_sq.size else 0.0
+            threshold = inside_sq[k_free - 1] if k_free <= inside_sq.size else 0.0
             violators = np.flatnonzero(~inside & (sq > threshold))
-            if violators.size == 0 or k_free == 0 or round_ == max_rounds - 1:
+            if violators.size == 0 or round_ == max_rounds - 1:
                 break
             violators = violators[np.argsort(-sq[violators], kind="stable")[:2 * k_free + 10]]
             working = np.concatenate([working, violators])
@@ -186,11 +186,10 @@ def initial_working_set(relaxation, k, support):
     return np.union1d(support, top).astype(np.int64)
 
 
-def with_lower_bound(result, A, b, lam, w_bar, *, requested):
-    """``result`` (a ``SolveResult``) with ``lower_bound`` and ``gap`` filled in: F itself when certified by
-    enumeration, the root relaxation's bound (``_SOLVE_ROUNDS`` rounds, from ``result.coef``) when λ > 0 and
-    ``requested``; left nan otherwise."""
-    k = result.support.size
+def with_lower_bound(result, A, b, k, lam, w_bar, *, requested):
+    """``result`` (a ``SolveResult`` of budget k) with ``lower_bound`` and ``gap`` filled in: F itself when
+    certified by enumeration, the root relaxation's bound (``_SOLVE_ROUNDS`` rounds, from ``result.coef``) when
+    λ > 0 and ``requested``; left nan otherwise."""
     if result.certified_optimal:
         result.lower_bound = result.objective
     elif lam > 0 and requested and k > 0:

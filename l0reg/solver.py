@@ -324,7 +324,7 @@ def solve(A, b, k=None, *, lam=0.0, w_bar=None, w_init=None, projection=None, ma
     with blas_threads_for(A.size):
         result = _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, swaps, backsolve,
                         exhaustive, callback)
-    return with_lower_bound(result, A, b, lam, w_bar, requested=bound is True and isinstance(projection, TopK))
+    return with_lower_bound(result, A, b, k, lam, w_bar, requested=bound is True and isinstance(projection, TopK))
 
 
 def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, swaps, backsolve, exhaustive,

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import l0reg
-from l0reg._relaxation import Relaxation, initial_working_set
+from l0reg._relaxation import Relaxation, initial_working_set, with_lower_bound
 
 
 def random_problem(seed, n, p, design, with_centre):
@@ -133,6 +133,15 @@ def test_solve_reports_the_enumerated_optimum_as_its_bound():
     result = l0reg.solve(A, b, 3)
     assert result.certified_optimal and result.lower_bound == result.objective and result.gap == 0
     assert np.isnan(l0reg.solve(A, b, 3, lam=0.0, exhaustive=False, bound=True).lower_bound)
+
+
+def test_solve_bound_is_for_the_budget_not_the_support_size():
+    """A result holding fewer than k nonzeros is still bounded over every support of size k."""
+    A, b, _ = random_problem(8, 15, 8, "gaussian", False)
+    optimum = l0reg.brute_force(A, b, 5, 0.05)[1]
+    poor = l0reg.solve(A, b, 2, lam=0.05, exhaustive=False)  # two nonzeros: a budget-2 bound is above the optimum
+    bounded = with_lower_bound(poor, A, b, 5, 0.05, np.zeros(8), requested=True)
+    assert bounded.lower_bound <= optimum + 1e-9 * optimum
 
 
 @pytest.mark.parametrize("kwargs, name", [
