@@ -11,6 +11,7 @@ load two OpenBLAS copies, and the threads of one (or Numba's OpenMP workers) sti
 the other's start. Measured on 2 shared cores, Cholesky of a 1000 x 1000 Gram: 47 ms alone, 166 ms after a
 numpy BLAS call, 187 ms after a parallel Numba kernel; 34 and 23 ms on one thread.
 """
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
@@ -27,7 +28,7 @@ SINGLE_THREAD_MAX_ENTRIES = 1 << 24
 THREADED_GRAM_MIN_FLOPS = 1e10
 
 _controller = None
-#: Worker threads of :func:`over_rows`, by count.
+#: Worker threads of :func:`over_rows`, by process (a forked child has none of its parent's threads) and count.
 _pools = {}
 #: Per Python thread: BLAS threads in use where each open :func:`single_blas_thread` was entered.
 _state = threading.local()
@@ -81,7 +82,8 @@ def over_rows(kernel, n, *args):
     if threads <= 1:
         kernel(0, n, *args)
         return
-    pool = _pools.get(threads) or _pools.setdefault(threads, ThreadPoolExecutor(threads))
+    key = (os.getpid(), threads)
+    pool = _pools.get(key) or _pools.setdefault(key, ThreadPoolExecutor(threads))
     bounds = np.linspace(0, n, min(n, 4 * threads) + 1).astype(np.int64)
     for future in [pool.submit(kernel, int(lo), int(hi), *args) for lo, hi in zip(bounds[:-1], bounds[1:])]:
         future.result()

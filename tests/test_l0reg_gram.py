@@ -7,6 +7,7 @@ ridge λ is the (A, b) problem ``A = X``, ``b = X w̄_r`` (or ``b_r``) with
 """
 import itertools
 
+import numba
 import numpy as np
 import pytest
 
@@ -288,6 +289,22 @@ def test_cg_refit_matches_exact_refit():
     cg = cg_refit_rows(H, Wbar @ H, Wbar, lam, masks, np.zeros_like(Wbar), 200, rtol=1e-9)
     np.testing.assert_allclose(cg, exact, rtol=1e-4, atol=1e-5 * np.abs(exact).max())
     assert (cg[~masks] == 0).all()
+
+
+@pytest.mark.parametrize("constraint", [{"k": 12}, {"projection": (2, 4)}])
+def test_rows_split_over_threads_give_the_one_thread_result(monkeypatch, constraint):
+    """The row kernels run in chunks on several threads (``_threads.over_rows``): the same rows as one thread,
+    also for the CG refit."""
+    from l0reg._gram_refit import cg_refit_rows
+    X, Wbar = _layer("toeplitz", 300, 40, 23, 5)
+    H, masks = X.T @ X, np.abs(Wbar) > 0.5
+    results = []
+    for threads in (1, 3):
+        monkeypatch.setattr(numba, "get_num_threads", lambda threads=threads: threads)
+        res = l0reg.solve_gram(H, Wbar, lam=0.1, **constraint)
+        results.append((res.coef, res.objective, cg_refit_rows(H, Wbar @ H, Wbar, 0.1, masks, Wbar, 5)))
+    for one, three in zip(*results):
+        np.testing.assert_array_equal(three, one)
 
 
 def test_start_list_keeps_each_rows_best_candidate():
