@@ -3,7 +3,9 @@ environment), with the cache an earlier process wrote, and after ``chita-nn warm
 
 Each cell is a new Python process timing ``METHODS["chita"](W, H, Budget(0.7))`` on a random layer (rows × p, H
 from 4p Gaussian samples) twice: the first call compiles (or loads) the kernels, the second is the work alone;
-compile = first − second.  ``NUMBA_CACHE_DIR`` is a new, empty folder per (code, shape): "cold" is the first process
+compile = first − second, in CPU seconds of the process (user + system: Numba compiles on one thread, so on
+an idle machine that is the wall time; on a loaded one wall time also counts the waits for a core) and in wall
+seconds.  ``NUMBA_CACHE_DIR`` is a new, empty folder per (code, shape): "cold" is the first process
 on it, "cached" a second process on the same folder; "after warmup" runs ``chita-nn warmup`` in a fresh folder
 first (its time in the notes).  ``--baseline REV`` runs the same cells on the ``l0reg``/``chita_nn`` of git
 revision REV (``git archive``), alternated with the working tree's so that both see the same load.  Threads:
@@ -27,7 +29,10 @@ from _common import environment, report
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = ((64, 128), (576, 576))
 CHILD = """
-import json, sys, time
+import json, resource, sys, time
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 t0 = time.perf_counter()
 import numpy as np, torch
 from chita_nn.methods.layerwise import METHODS, Budget
@@ -36,15 +41,17 @@ rows, p = int(sys.argv[1]), int(sys.argv[2])
 rng = np.random.default_rng(0)
 X = rng.standard_normal((4 * p, p))
 H, W = torch.from_numpy(X.T @ X / (4 * p)), torch.from_numpy(rng.standard_normal((rows, p)))
-times = []
+times, cpus = [], []
 for _ in range(2):
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), cpu()
     METHODS["chita"](W, H, Budget(0.7))
     times.append(time.perf_counter() - start)
-print(json.dumps({"import_s": t1 - t0, "first_s": times[0], "second_s": times[1]}))
+    cpus.append(cpu() - start_cpu)
+print(json.dumps({"import_s": t1 - t0, "first_s": times[0], "second_s": times[1], "first_cpu_s": cpus[0],
+                  "second_cpu_s": cpus[1]}))
 """
-WARMUP = "import time; t = time.perf_counter(); from chita_nn.cli import main; main(['warmup']); " \
-         "print(time.perf_counter() - t)"
+WARMUP = "import resource, time; t = time.perf_counter(); from chita_nn.cli import main; main(['warmup']); " \
+         "u = resource.getrusage(resource.RUSAGE_SELF); print(time.perf_counter() - t, u.ru_utime + u.ru_stime)"
 
 
 def _run(code, args, tree, cache):
@@ -58,9 +65,9 @@ def _run(code, args, tree, cache):
 def _cell(code_name, tree, shape, cache, state):
     row = json.loads(_run(CHILD, shape, tree, cache))
     row.update(code=code_name, shape=f"{shape[0]} x {shape[1]}", cache=state,
-               compile_s=row["first_s"] - row["second_s"])
+               compile_s=row["first_s"] - row["second_s"], compile_cpu_s=row["first_cpu_s"] - row["second_cpu_s"])
     print(f"  {code_name:>10} {row['shape']:>10} {state:>12}: first {row['first_s']:.1f} s, "
-          f"work {row['second_s']:.2f} s", file=sys.stderr)
+          f"work {row['second_s']:.2f} s, compile {row['compile_cpu_s']:.1f} CPU s", file=sys.stderr)
     return row
 
 
@@ -91,14 +98,17 @@ def main():
                 cache = tmp / f"cache-{name.replace(' ', '-')}-{shape[0]}x{shape[1]}"
                 rows += [_cell(name, tree, shape, cache, "cold"), _cell(name, tree, shape, cache, "cached")]
         warm = tmp / "cache-warmup"
-        seconds = float(_run(WARMUP, (), ROOT, warm))
-        notes.append(f"`chita-nn warmup` (empty cache): {seconds:.1f} s")
+        seconds, cpu_seconds = map(float, _run(WARMUP, (), ROOT, warm).split())
+        notes.append(f"`chita-nn warmup` (empty cache): {seconds:.1f} s wall, {cpu_seconds:.1f} CPU s "
+                     "(imports included)")
         rows += [_cell("this tree", ROOT, shape, warm, "after warmup") for shape in shapes]
     columns = [("code", "code", ""), ("shape", "rows x p", ""), ("cache", "Numba cache", ""),
                ("import_s", "import (s)", ".1f"), ("first_s", "first call (s)", ".2f"),
-               ("second_s", "second call: the work (s)", ".2f"), ("compile_s", "compile (s)", ".2f")]
-    notes.append("compile = first call - second call, each in a new process; the machine's load average is "
-                 "below: compare only rows of one run")
+               ("second_s", "second call: the work (s)", ".2f"), ("compile_s", "compile, wall (s)", ".2f"),
+               ("first_cpu_s", "first call, CPU (s)", ".2f"), ("compile_cpu_s", "compile, CPU (s)", ".2f")]
+    notes.append("compile = first call - second call, each in a new process; CPU = user + system seconds of the "
+                 "process (Numba compiles on one thread: the wall time of an idle machine); the machine's load "
+                 "average is below: compare only rows of one run")
     report("first_call_quick" if args.quick else "first_call",
            "First layer-wise CHITA call of a new process: Numba compile", [("Cells", rows, columns)], meta, notes)
 

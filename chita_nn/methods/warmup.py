@@ -3,7 +3,7 @@
 Numba compiles a kernel on its first call and caches the machine code on disk (``cache=True``: ``__pycache__``
 beside l0reg's sources, whether installed or editable, else Numba's user cache folder, or ``NUMBA_CACHE_DIR``);
 every later process loads it in well under a second.  The first pruning call of a new environment therefore
-compiles (benchmarks/first_call.py: 20 to 25 s for the layer-wise solver on 2 cores at load 5).
+compiles (benchmarks/first_call.py: about 10 CPU seconds for the layer-wise solver, 2 cores at load 7).
 :func:`compile_kernels` pays that once, e.g. at install time or in a container build, by running each pruning
 path on a tiny problem: layer-wise CHITA under row, N:M and layer budgets (exact and conjugate-gradient
 refits), global CHITA and CHITA++ (the solver on all columns and on a working set) and block mode.
