@@ -167,10 +167,11 @@ def main(argv=None):
              f"'{args.budgets}' (unstructured), dampening {args.dampening}, error_correction="
              f"{args.error_correction}, sequential blocks; CHITA: l0reg.solve_gram from the ADMM path and the "
              f"SparseGPT rows, options {layerwise_chita_options(args.chita_max_iter, args.chita_swaps)}, "
-             "safeguarded by SparseGPT and Wanda.",
-             f"chita-global / chita-block: chita_nn.prune with CHITA(loss_fn=losses.distillation('cosine'), "
-             f"n_rows={FISHER_ROWS}, samples_per_row=1) over the same calibration sentences (gradient term off: "
-             f"the rows are Gauss-Newton probes), block_size None / 'layer'."]
+             "safeguarded by SparseGPT and Wanda."]
+    if {"chita-global", "chita-block"} & set(args.methods):
+        notes.append(f"chita-global / chita-block: chita_nn.prune with CHITA(loss_fn=losses.distillation('cosine'), "
+                     f"n_rows={FISHER_ROWS}, samples_per_row=1) over the same calibration sentences (gradient term "
+                     f"off: the rows are Gauss-Newton probes), block_size None / 'layer'.")
     report(args.name, "Layer-wise pruning of all-MiniLM-L6-v2", sections, meta, notes)
     return 0
 
