@@ -20,6 +20,8 @@ Columns: 50%, 70%, 2:4.  Score: mean cosine between pruned and dense embeddings 
 
     HF_HUB_OFFLINE=1 python benchmarks/minilm.py [--calib 256 --eval 512 --settings 0.5 0.7 2:4]
     python benchmarks/minilm.py --text news --calib 128 --methods wanda sparsegpt chita --name minilm_news
+
+(``benchmarks/results/minilm_everyday.md`` gathers such runs: 50% / 70%, 2:4 and the settings tried.)
 """
 import argparse
 import copy
