@@ -132,33 +132,35 @@ class Design:
                       np.ascontiguousarray(coef, dtype=np.float64) * self.inv, out)
 
     def add_cols2(self, idx, x, y, out_x, out_y):
-        """``out_x += Â[:, idx] @ x`` and ``out_y += Â[:, idx] @ y`` in one read of the columns
-        (of whole rows, x and y scattered into zeros, for many columns of a C-ordered A)."""
+        """``out_x += Â[:, idx] @ x`` and ``out_y += Â[:, idx] @ y`` in one read of the columns."""
         idx = np.ascontiguousarray(idx, dtype=np.int64)
-        x = np.ascontiguousarray(x, dtype=np.float64) * self.inv
-        y = np.ascontiguousarray(y, dtype=np.float64) * self.inv
-        if not self.fortran and idx.size > _DENSE_FRACTION["c"] * self.p:
-            dense_x, dense_y = np.zeros(self.p), np.zeros(self.p)
-            dense_x[idx], dense_y[idx] = x, y
-            self._pick(kern.matvec2_c, self.p)(self.A, dense_x, dense_y, out_x, out_y)
-            return
         if self.fortran:
-            out = self._cols_matmul(idx, np.column_stack([x, y]))
-            out_x += out[0]
-            out_y += out[1]
+            out = self._cols_matmul(idx, np.column_stack([x, y]) * self.inv)
         else:
-            self._pick(kern.cols_matvec2_c, idx.size)(self.A, idx, x, y, out_x, out_y)
+            out = self.sparse_products([(idx, x), (idx, y)])
+        out_x += out[0]
+        out_y += out[1]
+
+    def sparse_products(self, products):
+        """``[Â[:, S_c] @ x_c for (S_c, x_c) in products]`` as the rows of an m × n float64 array (accumulated in
+        float64), for a C-ordered A in one pass over its rows (each row's gathered entries stay in cache)."""
+        idx = np.concatenate([np.asarray(i, dtype=np.int64) for i, _ in products])
+        coef = np.concatenate([np.asarray(x, dtype=np.float64) for _, x in products]) * self.inv
+        bounds = np.concatenate([[0], np.cumsum([len(i) for i, _ in products])]).astype(np.int64)
+        out = np.empty((len(products), self.n))
+        self._pick(kern.rows_gathered_dots, idx.size)(self.A, idx, coef, bounds, out)
+        return out
 
     def step_direction(self, r, w, w_bar, nlam, inv_diag):
         """``(g, q)``: the preconditioned gradient ``g = D⁻¹∇F(w) = D⁻¹(nλ(w − w̄) − Âᵀr)`` and
-        ``q = Â_S g_S`` on S = supp w, in one pass over the columns of a Fortran-ordered A."""
+        ``q = Â_S g_S`` on S = supp w, in one pass over the columns of a Fortran-ordered A (for a C-ordered
+        A, q is None: the line search computes it in its own pass over the rows)."""
         if not self.fortran:
             g = -self.rmatvec(r)
             if nlam:
                 g += nlam * (w - w_bar)
             g *= inv_diag
-            support = np.flatnonzero(w)
-            return g, self.cols_matvec(support, g[support])
+            return g, None
         parallel = self.A.size >= _PARALLEL_MIN_WORK
         kernel = kern.step_direction_f.parallel if parallel else kern.step_direction_f
         partial = np.empty((4 * numba.get_num_threads() if parallel else 1, self.n))

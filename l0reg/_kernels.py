@@ -82,35 +82,24 @@ def cols_matvec_c(A, idx, x, out):
 
 
 @serial_and_parallel
-def cols_matvec2_c(A, idx, x, y, out_x, out_y):
-    """``out_x += A[:, idx] @ x`` and ``out_y += A[:, idx] @ y`` for C-ordered ``A``
-    (one gathered pass over each row)."""
+def rows_gathered_dots(A, idx, coef, bounds, out):
+    """``out[c] = A[:, idx[t]] @ coef[t]`` over ``bounds[c] ≤ t < bounds[c+1]``, for C-ordered ``A``: the
+    products of several column sets in one pass over the rows, two rows at a time (a row's gathered entries
+    are read from memory by the first product and from cache by the others)."""
     n = A.shape[0]
-    for i in prange(n):
-        acc_x = 0.0
-        acc_y = 0.0
-        for t in range(idx.shape[0]):
-            a = A[i, idx[t]]
-            acc_x += a * x[t]
-            acc_y += a * y[t]
-        out_x[i] += acc_x
-        out_y[i] += acc_y
-
-
-@serial_and_parallel
-def matvec2_c(A, x, y, out_x, out_y):
-    """``out_x += A @ x`` and ``out_y += A @ y`` for C-ordered ``A`` and dense x, y (one streaming
-    read of each row)."""
-    n, p = A.shape
-    for i in prange(n):
-        acc_x = 0.0
-        acc_y = 0.0
-        for j in range(p):
-            a = A[i, j]
-            acc_x += a * x[j]
-            acc_y += a * y[j]
-        out_x[i] += acc_x
-        out_y[i] += acc_y
+    for blk in prange((n + 1) // 2):
+        i0 = 2 * blk
+        i1 = min(i0 + 1, n - 1)  # an odd last row is computed twice
+        row0, row1 = A[i0], A[i1]
+        for c in range(bounds.shape[0] - 1):
+            acc0 = 0.0
+            acc1 = 0.0
+            for t in range(bounds[c], bounds[c + 1]):
+                j, v = idx[t], coef[t]
+                acc0 += row0[j] * v
+                acc1 += row1[j] * v
+            out[c, i0] = acc0
+            out[c, i1] = acc1
 
 
 @serial_and_parallel

@@ -30,20 +30,23 @@ class SupportQuadratic:
         """Start at S = supp w (where ``r_S = r``; ``q = Â_S g_S`` when the caller has it), then move to ``support``."""
         self.design = design
         self.w, self.g, self.w_bar, self.nlam = w, g, w_bar, nlam
+        self.wb_sq = kern.dot(w_bar, w_bar)
         nonzero = np.flatnonzero(w)
-        self.in_s = np.zeros(w.size, dtype=np.bool_)
-        self.in_s[nonzero] = True
-        self.support = nonzero
-        gs = g[nonzero]
-        d = w[nonzero] - w_bar[nonzero]
-        self.r = r.copy()
-        self.q = design.cols_matvec(nonzero, gs) if q is None else q.copy()
+        self.reset(nonzero, r.copy(), design.cols_matvec(nonzero, g[nonzero]) if q is None else q.copy())
+        self.move_to(np.asarray(support, dtype=np.int64))
+
+    def reset(self, support, r, q):
+        """Set S to ``support`` with its vectors ``r_S`` and ``q_S`` (taken, not copied)."""
+        self.in_s = np.zeros(self.w.size, dtype=np.bool_)
+        self.in_s[support] = True
+        self.support = np.asarray(support, dtype=np.int64)
+        gs, wbs = self.g[support], self.w_bar[support]
+        d = self.w[support] - wbs
+        self.r, self.q = r, q
         self.dd = kern.dot(d, d)
         self.dg = kern.dot(d, gs)
         self.gg = kern.dot(gs, gs)
-        wbs = w_bar[nonzero]
-        self.wb_out = kern.dot(w_bar, w_bar) - kern.dot(wbs, wbs)
-        self.move_to(np.asarray(support, dtype=np.int64))
+        self.wb_out = self.wb_sq - kern.dot(wbs, wbs)
 
     def swap(self, leaving, entering):
         """Replace the coordinates ``leaving`` by ``entering`` (arrays of equal size)."""
@@ -92,25 +95,93 @@ def line_search(design, projection, r, w, g, w_bar, nlam, scale, n_events=8, n_s
     """
     sw, sg = scale * w, scale * g
     start = projection.start_support(sw, sg)
-    quad = SupportQuadratic(design, r, w, g, w_bar, nlam, start, q)
-    best = _Candidate(quad, start)
     taus, leaving, entering = projection.path_events(sw, sg, start, n_events)
+    last = max(taus[-1] if taus.size else 0.0, np.finfo(float).tiny)
+    samples = _Samples(projection, sw, sg, n_samples)
+    if design.fortran:
+        quad = SupportQuadratic(design, r, w, g, w_bar, nlam, start, q)
+    else:
+        rows = _RowPass(design, r, w, g, start, leaving, entering, q, samples)
+        quad = SupportQuadratic(rows, r, w, g, w_bar, nlam, start, rows.q)
+    best = _Candidate(quad, start)
     for t in range(taus.size):
         quad.swap(np.atleast_1d(leaving[t]), np.atleast_1d(entering[t]))
         best.consider(quad, None)
     # Further along the path: sampled supports, starting beyond the last breakpoint.
-    last = taus[-1] if taus.size else 0.0
-    anchor = max(best.tau, last, np.finfo(float).tiny)
+    anchor = max(best.tau, last)
     worse_in_a_row = 0
     for j in range(n_samples):
-        tau_j = anchor * 2.0 ** (j + 1)
-        support = projection.support_on_line(sw, sg, tau_j)
-        quad.move_to(support)
+        support = samples.support(anchor, j)
+        if design.fortran:
+            quad.move_to(support)
+        else:
+            quad.reset(support, *rows.vectors(anchor, j))
         improved = best.consider(quad, support)
         worse_in_a_row = 0 if improved else worse_in_a_row + 1
         if worse_in_a_row == 2:
             break
     return best.value, best.tau, best.support, best.residual
+
+
+class _Samples:
+    """The sampled supports ``supp P(w − τ_j g)`` at ``τ_j = anchor·2^(j+1)``, computed once per anchor."""
+
+    def __init__(self, projection, sw, sg, n_samples):
+        self.projection, self.sw, self.sg, self.n = projection, sw, sg, n_samples
+        self.cache = {}
+
+    def support(self, anchor, j):
+        key = (anchor, j)
+        if key not in self.cache:
+            self.cache[key] = self.projection.support_on_line(self.sw, self.sg, anchor * 2.0 ** (j + 1))
+        return self.cache[key]
+
+
+class _RowPass:
+    """The line search's products for a C-ordered A, in gathered passes over its rows.
+
+    The first pass gives, on S = supp w, ``q = Â_S g_S`` and ``u = Â_S w_S`` (so ``r + u = b``), and the
+    columns that the start and the path's events swap (standing in for the design in
+    ``SupportQuadratic.swap``). A sampled support T then needs ``q_T = Â_T g_T`` and
+    ``r_T = r + u − Â_{S∩T} w_{S∩T}``: columns of T only, ``_BATCH`` samples per pass.
+    """
+
+    _BATCH = 2  # two worse samples in a row end the search, so two usually suffice
+
+    def __init__(self, design, r, w, g, start, leaving, entering, q, samples):
+        self.design, self.w, self.g, self.samples = design, w, g, samples
+        self.nonzero = np.flatnonzero(w)
+        moved = [np.setxor1d(self.nonzero, start)] + [np.atleast_1d(i) for i in (*leaving, *entering)]
+        self.swapped = np.unique(np.concatenate(moved).astype(np.int64))
+        products = [(self.swapped[t:t + 1], [1.0]) for t in range(self.swapped.size)]
+        products.append((self.nonzero, w[self.nonzero]))
+        if q is None:
+            products.append((self.nonzero, g[self.nonzero]))
+        out = design.sparse_products(products)
+        self.columns = out[:self.swapped.size]
+        self.base = r + out[self.swapped.size]
+        self.q = out[self.swapped.size + 1] if q is None else q
+        self.pending = {}
+
+    def vectors(self, anchor, j):
+        """``(r_T, q_T)`` of the j-th sampled support T at ``anchor``."""
+        if (anchor, j) not in self.pending:
+            js = range(j, min(j + self._BATCH, self.samples.n))
+            products = []
+            for i in js:
+                T = self.samples.support(anchor, i)
+                kept = T[self.w[T] != 0]
+                products += [(T, self.g[T]), (kept, self.w[kept])]
+            out = self.design.sparse_products(products)
+            for t, i in enumerate(js):
+                self.pending[anchor, i] = (self.base - out[2 * t + 1], out[2 * t])
+        return self.pending.pop((anchor, j))
+
+    def add_cols2(self, idx, x, y, out_x, out_y):
+        """``out_x += Â[:, idx] @ x`` and ``out_y += Â[:, idx] @ y`` from the gathered columns."""
+        cols = self.columns[np.searchsorted(self.swapped, idx)]
+        out_x += np.asarray(x) @ cols
+        out_y += np.asarray(y) @ cols
 
 
 class _Candidate:

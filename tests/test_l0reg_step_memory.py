@@ -7,6 +7,8 @@ import pytest
 import l0reg
 from l0reg._backsolve import ridge_on_support
 from l0reg._design import Design
+from l0reg._iht import iht
+from l0reg.projection import TopK
 
 
 def _gradient_like(n, p, order, seed, rank=5):
@@ -32,6 +34,9 @@ def test_step_direction_equals_gradient_and_product(order, nonzeros):
     expected = (nlam * (w - w_bar) - A64.T @ r) * inv_diag
     # C order: Aᵀr in A's dtype (float32 BLAS); Fortran order: accumulated in float64
     np.testing.assert_allclose(g, expected, atol=1e-5 * np.abs(expected).max())
+    if order == "C":  # the line search computes q in its pass over the rows
+        assert q is None
+        return
     S = np.flatnonzero(w)
     q_expected = A64[:, S] @ expected[S]
     np.testing.assert_allclose(q, q_expected, atol=1e-5 * max(np.abs(q_expected).max(), 1e-12))
@@ -48,6 +53,46 @@ def test_add_cols2_updates_both_vectors(order, n_cols):
     Design(A, 2.0).add_cols2(idx, x, y, out_x, out_y)
     np.testing.assert_allclose(out_x, 1 + A[:, idx] @ x / 2, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(out_y, 2 + A[:, idx] @ y / 2, rtol=1e-12, atol=1e-12)
+
+
+def test_sparse_products_of_several_column_sets():
+    rng = np.random.default_rng(5)
+    A = rng.standard_normal((51, 300)).astype(np.float32)
+    sets = [np.sort(rng.choice(300, size, replace=False)) for size in (0, 1, 40, 300)]
+    coefs = [rng.standard_normal(S.size) for S in sets]
+    out = Design(A, 4.0).sparse_products(list(zip(sets, coefs)))
+    for row, S, x in zip(out, sets, coefs):
+        np.testing.assert_allclose(row, A[:, S].astype(np.float64) @ x / 4, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_c_and_fortran_order_give_the_same_iht_iterates(dtype):
+    """The C-order line search (gathered row passes) and the Fortran one (column updates) agree step by step
+    (to round-off: for float32, C order's Âᵀr is a float32 BLAS product, Fortran order's accumulates in float64)."""
+    rng = np.random.default_rng(11)
+    A, _, w_bar = _gradient_like(80, 1200, "C", 2)
+    A = A.astype(dtype)
+    b = (A.astype(np.float64) @ rng.standard_normal(1200)).astype(np.float64)
+    k, nlam = 60, 80 * 1e-3
+    runs = []
+    for order in "CF":
+        design = Design(np.asarray(A, order=order), 1.0)
+        w = np.zeros(1200)
+        S = np.argsort(-np.abs(w_bar))[:k]
+        w[S] = w_bar[S]
+        r = b - design.cols_matvec(S, w[S], exact=True)
+        value = 0.5 * r @ r + 0.5 * nlam * np.sum((w - w_bar) ** 2)
+        history = []
+        w, r, value, _, _ = iht(design, TopK(k), b, w, r, w_bar.astype(np.float64), nlam, max_iter=30, tol=0.0,
+                                value=value, history=history)
+        runs.append((w, r, np.array(history)))
+    (w_c, r_c, h_c), (w_f, r_f, h_f) = runs
+    assert h_c.size == h_f.size > 5
+    tol = 1e-9 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(h_c, h_f, rtol=tol)
+    np.testing.assert_array_equal(w_c != 0, w_f != 0)
+    np.testing.assert_allclose(w_c, w_f, atol=tol * np.abs(w_f).max())
+    np.testing.assert_allclose(r_c, r_f, atol=tol * np.abs(b).max())
 
 
 def test_in_place_woodbury_refit_leaves_the_cached_gram_intact():
