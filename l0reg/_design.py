@@ -137,17 +137,21 @@ class Design:
         if self.fortran:
             out = self._cols_matmul(idx, np.column_stack([x, y]) * self.inv)
         else:
-            out = self.sparse_products([(idx, x), (idx, y)])
+            out = self.sparse_products([(idx, x, y)])[0]
         out_x += out[0]
         out_y += out[1]
 
     def sparse_products(self, products):
-        """``[Â[:, S_c] @ x_c for (S_c, x_c) in products]`` as the rows of an m × n float64 array (accumulated in
-        float64), for a C-ordered A in one pass over its rows (each row's gathered entries stay in cache)."""
-        idx = np.concatenate([np.asarray(i, dtype=np.int64) for i, _ in products])
-        coef = np.concatenate([np.asarray(x, dtype=np.float64) for _, x in products]) * self.inv
-        bounds = np.concatenate([[0], np.cumsum([len(i) for i, _ in products])]).astype(np.int64)
-        out = np.empty((len(products), self.n))
+        """``[(Â[:, S_c] @ x_c, Â[:, S_c] @ y_c) for (S_c, x_c, y_c) in products]`` as an m × 2 × n float64 array
+        (accumulated in float64), for a C-ordered A in one pass over its rows (each row's gathered entries stay
+        in cache)."""
+        idx = np.concatenate([np.asarray(S, dtype=np.int64) for S, _, _ in products])
+        coef = np.empty((2, idx.size))
+        coef[0] = np.concatenate([np.asarray(x, dtype=np.float64) for _, x, _ in products])
+        coef[1] = np.concatenate([np.asarray(y, dtype=np.float64) for _, _, y in products])
+        coef *= self.inv
+        bounds = np.concatenate([[0], np.cumsum([len(S) for S, _, _ in products])]).astype(np.int64)
+        out = np.empty((len(products), 2, self.n))
         self._pick(kern.rows_gathered_dots, idx.size)(self.A, idx, coef, bounds, out)
         return out
 

@@ -83,23 +83,27 @@ def cols_matvec_c(A, idx, x, out):
 
 @serial_and_parallel
 def rows_gathered_dots(A, idx, coef, bounds, out):
-    """``out[c] = A[:, idx[t]] @ coef[t]`` over ``bounds[c] ≤ t < bounds[c+1]``, for C-ordered ``A``: the
-    products of several column sets in one pass over the rows, two rows at a time (a row's gathered entries
-    are read from memory by the first product and from cache by the others)."""
+    """``out[c, 0] = A[:, I_c] @ coef[0, I_c]`` and ``out[c, 1] = A[:, I_c] @ coef[1, I_c]`` over the entries
+    ``I_c = bounds[c]:bounds[c+1]`` (column indices ``idx[I_c]``), for C-ordered ``A``: pairs of products over
+    several column sets in one pass over the rows, two rows at a time (each gathered entry loaded once per pair
+    of products; a row's entries gathered again by a later set come from cache)."""
     n = A.shape[0]
     for blk in prange((n + 1) // 2):
         i0 = 2 * blk
         i1 = min(i0 + 1, n - 1)  # an odd last row is computed twice
         row0, row1 = A[i0], A[i1]
         for c in range(bounds.shape[0] - 1):
-            acc0 = 0.0
-            acc1 = 0.0
+            x0 = x1 = y0 = y1 = 0.0
             for t in range(bounds[c], bounds[c + 1]):
-                j, v = idx[t], coef[t]
-                acc0 += row0[j] * v
-                acc1 += row1[j] * v
-            out[c, i0] = acc0
-            out[c, i1] = acc1
+                j = idx[t]
+                a0, a1 = row0[j], row1[j]
+                u, v = coef[0, t], coef[1, t]
+                x0 += a0 * u
+                x1 += a1 * u
+                y0 += a0 * v
+                y1 += a1 * v
+            out[c, 0, i0], out[c, 0, i1] = x0, x1
+            out[c, 1, i0], out[c, 1, i1] = y0, y1
 
 
 @serial_and_parallel

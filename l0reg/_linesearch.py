@@ -140,41 +140,34 @@ class _Samples:
 class _RowPass:
     """The line search's products for a C-ordered A, in gathered passes over its rows.
 
-    The first pass gives, on S = supp w, ``q = Â_S g_S`` and ``u = Â_S w_S`` (so ``r + u = b``), and the
+    The first pass gives, on S = supp w, ``u = Â_S w_S`` (so ``r + u = b``) and ``q = Â_S g_S``, and the
     columns that the start and the path's events swap (standing in for the design in
-    ``SupportQuadratic.swap``). A sampled support T then needs ``q_T = Â_T g_T`` and
-    ``r_T = r + u − Â_{S∩T} w_{S∩T}``: columns of T only, ``_BATCH`` samples per pass.
+    ``SupportQuadratic.swap``). A sampled support T then needs ``r_T = r + u − Â_T w_T`` and
+    ``q_T = Â_T g_T``: columns of T only, ``_BATCH`` samples per pass.
     """
 
     _BATCH = 2  # two worse samples in a row end the search, so two usually suffice
 
     def __init__(self, design, r, w, g, start, leaving, entering, q, samples):
         self.design, self.w, self.g, self.samples = design, w, g, samples
-        self.nonzero = np.flatnonzero(w)
-        moved = [np.setxor1d(self.nonzero, start)] + [np.atleast_1d(i) for i in (*leaving, *entering)]
+        nonzero = np.flatnonzero(w)
+        moved = [np.setxor1d(nonzero, start)] + [np.atleast_1d(i) for i in (*leaving, *entering)]
         self.swapped = np.unique(np.concatenate(moved).astype(np.int64))
-        products = [(self.swapped[t:t + 1], [1.0]) for t in range(self.swapped.size)]
-        products.append((self.nonzero, w[self.nonzero]))
-        if q is None:
-            products.append((self.nonzero, g[self.nonzero]))
-        out = design.sparse_products(products)
-        self.columns = out[:self.swapped.size]
-        self.base = r + out[self.swapped.size]
-        self.q = out[self.swapped.size + 1] if q is None else q
+        products = [(self.swapped[t:t + 1], [1.0], [0.0]) for t in range(self.swapped.size)]
+        out = design.sparse_products(products + [(nonzero, w[nonzero], g[nonzero])])
+        self.columns = out[:-1, 0]
+        self.base = r + out[-1, 0]
+        self.q = out[-1, 1] if q is None else q
         self.pending = {}
 
     def vectors(self, anchor, j):
         """``(r_T, q_T)`` of the j-th sampled support T at ``anchor``."""
         if (anchor, j) not in self.pending:
             js = range(j, min(j + self._BATCH, self.samples.n))
-            products = []
-            for i in js:
-                T = self.samples.support(anchor, i)
-                kept = T[self.w[T] != 0]
-                products += [(T, self.g[T]), (kept, self.w[kept])]
-            out = self.design.sparse_products(products)
-            for t, i in enumerate(js):
-                self.pending[anchor, i] = (self.base - out[2 * t + 1], out[2 * t])
+            supports = [self.samples.support(anchor, i) for i in js]
+            out = self.design.sparse_products([(T, self.w[T], self.g[T]) for T in supports])
+            for i, (u, q) in zip(js, out):
+                self.pending[anchor, i] = (self.base - u, q)
         return self.pending.pop((anchor, j))
 
     def add_cols2(self, idx, x, y, out_x, out_y):

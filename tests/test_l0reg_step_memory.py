@@ -59,10 +59,11 @@ def test_sparse_products_of_several_column_sets():
     rng = np.random.default_rng(5)
     A = rng.standard_normal((51, 300)).astype(np.float32)
     sets = [np.sort(rng.choice(300, size, replace=False)) for size in (0, 1, 40, 300)]
-    coefs = [rng.standard_normal(S.size) for S in sets]
-    out = Design(A, 4.0).sparse_products(list(zip(sets, coefs)))
-    for row, S, x in zip(out, sets, coefs):
-        np.testing.assert_allclose(row, A[:, S].astype(np.float64) @ x / 4, rtol=1e-12, atol=1e-12)
+    products = [(S, rng.standard_normal(S.size), rng.standard_normal(S.size)) for S in sets]
+    out = Design(A, 4.0).sparse_products(products)
+    for pair, (S, x, y) in zip(out, products):
+        np.testing.assert_allclose(pair[0], A[:, S].astype(np.float64) @ x / 4, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(pair[1], A[:, S].astype(np.float64) @ y / 4, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
