@@ -17,6 +17,11 @@ Visited supports: every piece up to the ``n_events``-th breakpoint (exact
 breakpoints from the projection), then supports sampled geometrically further
 along the path. Moving from one support to the next costs O(n) per changed
 coordinate, so the whole search costs O(n·k) plus O(p) per sample.
+
+For a C-ordered A those column updates would each cost a pass over the rows:
+there the products come from few gathered passes (``_RowPass``), the sampled
+supports' vectors from ``r + Â_S w_S − Â_T w_T`` and ``Â_T g_T``, two supports
+per pass.
 """
 import numpy as np
 
