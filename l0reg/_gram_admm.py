@@ -32,8 +32,10 @@ _RHO0 = 0.1
 _CHECK_EVERY = 3
 _CHANGE = (0.1, 0.005)
 _GROWTH = (1.1, 1.05, 1.02)
-# Stop when fewer than this fraction of the support changed over a check, after at least _MIN_STEPS steps.
-_STOP_CHANGE = 3e-4
+# Stop when fewer than this fraction of the support changed over a check, after at least _MIN_STEPS steps
+# (ALPS's 3e-4 took 4-25% more steps on 27 SmolLM2 layer problems, 2:4, 70%/80% layer and 70% row budgets, for
+# at most 0.04% lower error after the polish).
+_STOP_CHANGE = 1e-3
 _MIN_STEPS = 30
 
 

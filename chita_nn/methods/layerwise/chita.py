@@ -3,14 +3,14 @@
 
     min_w ½(w − w̄_r)ᵀ H (w − w̄_r) + (λ/2)‖w − w̄_r‖²   subject to the budget (row, layer or N:M),
 
-with ``λ = dampening · mean(diag H)`` (the same ridge as SparseGPT's dampening).  The supports come from two
-searches: the ADMM penalty path from the dense rows (:func:`l0reg.admm_supports`, run on H's device: the GPU
-when the model is there; one selection over the whole layer per step under a layer budget) and SparseGPT's
-OBS sweep.  ``solve_gram`` refits both, each row (the layer, under a layer budget) starts from the better one,
-and IHT with the exact line search and exact refits polish it (``solver_options={"start": None}`` restores the
-refitted magnitude and Wanda starts).  SparseGPT and Wanda stay candidates, and every row (the whole layer
-under a layer budget) keeps the candidate of lowest reconstruction error ``dᵀHd``, so the result is never worse
-than SparseGPT's or Wanda's on the calibration data.
+with ``λ = dampening · mean(diag H)`` (the same ridge as SparseGPT's dampening).  The supports come from the
+ADMM penalty path from the dense rows (:func:`l0reg.admm_supports`, run on H's device: the GPU when the model
+is there; one selection over the whole layer per step under a layer budget); ``solve_gram`` refits them, and
+IHT with the exact line search and exact refits polish them (``solver_options={"start": None}`` restores the
+refitted magnitude and Wanda starts).  SparseGPT's and Wanda's rows stay candidates, and every row (the whole
+layer under a layer budget) keeps the candidate of lowest reconstruction error ``dᵀHd``, so the result is never
+worse than SparseGPT's or Wanda's on the calibration data.  (Starting ``solve_gram`` from SparseGPT's supports
+as well changed no error by more than 0.25% on 6 SmolLM2 layers, for 10–20% more solve time.)
 """
 import logging
 
@@ -56,7 +56,7 @@ def chita(W, H, budget, *, dampening=0.01, factor=None, eig=None, solver_options
     options = {**SOLVER_DEFAULTS, **(solver_options or {})}
     if "start" not in options:  # the user's start replaces both searches: the path is not run for nothing
         path = l0reg.admm_supports(_on_device(H), _on_device(W), lam=lam, eig=eig, **constraint)
-        options["start"] = [W_sgpt.double().cpu().numpy(), path if isinstance(path, np.ndarray) else path.cpu().numpy()]
+        options["start"] = path if isinstance(path, np.ndarray) else path.cpu().numpy()
     result = l0reg.solve_gram(H.cpu().numpy(), W.cpu().numpy(), lam=lam, **constraint, **options)
     logger.debug("solve_gram: %r", result)
     candidates = [(torch.from_numpy(result.coef).to(W), torch.from_numpy(result.mask).to(W.device)),
