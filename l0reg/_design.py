@@ -145,12 +145,12 @@ class Design:
         """``[(Â[:, S_c] @ x_c, Â[:, S_c] @ y_c) for (S_c, x_c, y_c) in products]`` as an m × 2 × n float64 array
         (accumulated in float64), for a C-ordered A in one pass over its rows (each row's gathered entries stay
         in cache)."""
-        idx = np.concatenate([np.asarray(S, dtype=np.int64) for S, _, _ in products])
-        coef = np.empty((2, idx.size))
-        coef[0] = np.concatenate([np.asarray(x, dtype=np.float64) for _, x, _ in products])
-        coef[1] = np.concatenate([np.asarray(y, dtype=np.float64) for _, _, y in products])
+        bounds = np.zeros(len(products) + 1, dtype=np.int64)
+        np.cumsum([len(S) for S, _, _ in products], out=bounds[1:])
+        idx, coef = np.empty(bounds[-1], dtype=np.int64), np.empty((2, bounds[-1]))
+        for (S, x, y), lo, hi in zip(products, bounds[:-1], bounds[1:]):  # filled in place: no temporaries
+            idx[lo:hi], coef[0, lo:hi], coef[1, lo:hi] = S, x, y
         coef *= self.inv
-        bounds = np.concatenate([[0], np.cumsum([len(S) for S, _, _ in products])]).astype(np.int64)
         out = np.empty((len(products), 2, self.n))
         self._pick(kern.rows_gathered_dots, idx.size)(self.A, idx, coef, bounds, out)
         return out
@@ -159,10 +159,13 @@ class Design:
         """``(g, q)``: the preconditioned gradient ``g = D⁻¹∇F(w) = D⁻¹(nλ(w − w̄) − Âᵀr)`` and
         ``q = Â_S g_S`` on S = supp w, in one pass over the columns of a Fortran-ordered A (for a C-ordered
         A, q is None: the line search computes it in its own pass over the rows)."""
-        if not self.fortran:
-            g = -self.rmatvec(r)
+        if not self.fortran:  # in place: one p-vector temporary at most
+            g = self.rmatvec(r)
+            np.negative(g, out=g)
             if nlam:
-                g += nlam * (w - w_bar)
+                d = w - w_bar
+                d *= nlam
+                g += d
             g *= inv_diag
             return g, None
         parallel = self.A.size >= _PARALLEL_MIN_WORK
