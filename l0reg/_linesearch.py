@@ -112,6 +112,8 @@ def line_search(design, projection, r, w, g, w_bar, nlam, scale, n_events=8, n_s
     for t in range(taus.size):
         quad.swap(np.atleast_1d(leaving[t]), np.atleast_1d(entering[t]))
         best.consider(quad, None)
+    if not design.fortran:
+        rows.columns = None  # the gathered columns served the breakpoints only (O(n) each)
     # Further along the path: sampled supports, starting beyond the last breakpoint.
     anchor = max(best.tau, last)
     worse_in_a_row = 0
@@ -160,9 +162,9 @@ class _RowPass:
         self.swapped = np.unique(np.concatenate(moved).astype(np.int64))
         products = [(self.swapped[t:t + 1], [1.0], [0.0]) for t in range(self.swapped.size)]
         out = design.sparse_products(products + [(nonzero, w[nonzero], g[nonzero])])
-        self.columns = out[:-1, 0]
+        self.columns = out[:-1, 0]  # a view of out: released (rows.columns = None) once the breakpoints are done
         self.base = r + out[-1, 0]
-        self.q = out[-1, 1] if q is None else q
+        self.q = out[-1, 1].copy() if q is None else q
         self.pending = {}
 
     def vectors(self, anchor, j):
