@@ -201,5 +201,10 @@ def with_lower_bound(result, A, b, k, lam, w_bar, *, requested):
         result.lower_bound = min(result.objective, max(0.0, bound))  # F ≥ 0 always
     else:
         return result
-    result.gap = (result.objective - result.lower_bound) / max(abs(result.objective), np.finfo(float).tiny)
+    result.gap = relative_gap(result.objective, result.lower_bound)
     return result
+
+
+def relative_gap(upper, lower):
+    """``(upper − lower)/|upper|`` (at least 0): the most by which ``upper`` can exceed the optimum, relatively."""
+    return max(0.0, (upper - lower) / max(abs(upper), np.finfo(float).tiny))

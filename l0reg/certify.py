@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._brute_force import _objective64
-from ._relaxation import Relaxation, initial_working_set
+from ._relaxation import Relaxation, initial_working_set, relative_gap
 from ._validation import check_nonnegative, check_positive_int, check_problem
 from .solver import solve
 
@@ -69,10 +69,6 @@ class _Node:
     working: np.ndarray = field(compare=False)
     w: np.ndarray = field(compare=False)
     branch: int = field(compare=False)
-
-
-def _relative_gap(upper, lower):
-    return max(0.0, (upper - lower) / max(abs(upper), np.finfo(float).tiny))
 
 
 def certify(A, b, k, *, lam, w_bar=None, time_limit=60.0, node_limit=1_000_000, gap_tol=1e-4, callback=None):
@@ -149,7 +145,7 @@ def certify(A, b, k, *, lam, w_bar=None, time_limit=60.0, node_limit=1_000_000, 
         evaluate(none, none, working, best_w[working], -math.inf)
     while True:
         lower = global_bound()
-        gap = _relative_gap(upper, lower)
+        gap = relative_gap(upper, lower)
         elapsed = time.perf_counter() - start
         progress = Progress(nodes, len(open_nodes), lower, upper, gap, elapsed)
         history.append(progress)
@@ -182,5 +178,5 @@ def certify(A, b, k, *, lam, w_bar=None, time_limit=60.0, node_limit=1_000_000, 
     lower = global_bound()
     logger.info("certify: %s after %d nodes, objective %.10g, bound %.10g", status, nodes, upper, lower)
     return CertifyResult(coef=best_w, support=np.flatnonzero(best_w), objective=upper, lower_bound=lower,
-                         gap=_relative_gap(upper, lower), nodes=nodes, status=status,
+                         gap=relative_gap(upper, lower), nodes=nodes, status=status,
                          seconds=time.perf_counter() - start, history=history)
