@@ -259,11 +259,25 @@ def planned_cells(methods, args):
     return sorted(cells, key=lambda cell: -COST.get(cell[0], 1))
 
 
+def limit_threads(threads):
+    """``threads`` for torch, the BLAS under numpy/scipy and Numba in this process: ``torch.set_num_threads``
+    alone leaves numpy's BLAS and Numba at one thread per core (with two workers, twice the cores)."""
+    import numba
+    import scipy.linalg  # noqa: F401  (loads scipy's own BLAS, to be limited below)
+    from threadpoolctl import threadpool_limits
+
+    import chita_nn.methods.layerwise  # noqa: F401  (and every other library the cells load)
+
+    torch.set_num_threads(threads)
+    threadpool_limits(threads, user_api="blas")
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
 class Runner:
     """Runs cells on its own copy of the dense model and the text (one per process)."""
 
     def __init__(self, args, python):
-        torch.set_num_threads(args.threads)
+        limit_threads(args.threads)
         self.args, self.python = args, python
         self.dense, tokenizer = load_model(model_folder())
         self.tokens = document_tokens(tokenizer)
@@ -400,7 +414,6 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    torch.set_num_threads(args.threads)
     if args.llmc_worker:
         return llmc_worker(args.llmc_worker)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
