@@ -255,7 +255,9 @@ def planned_cells(methods, args):
     """``(method, per_row, setting)`` of every cell, the longest first."""
     variants = [(m, not args.per_layer) for m in methods]
     variants += [(m, True) for m in args.row_too if m in OURS and args.per_layer]
-    cells = [(m, per_row, s) for m, per_row in variants for s in args.settings]
+    skip = {tuple(cell.rsplit("@", 1)) for cell in args.skip}
+    cells = [(m, per_row, s) for m, per_row in variants for s in args.settings
+             if (row_label(m, per_row, args), s) not in skip]
     return sorted(cells, key=lambda cell: -COST.get(cell[0], 1))
 
 
@@ -386,6 +388,8 @@ def parse_args(argv=None):
                         help="our methods with one budget per layer (per_row=False) instead of per row")
     parser.add_argument("--row-too", nargs="+", default=[], choices=OURS,
                         help="with --per-layer: these of our methods also run with row budgets")
+    parser.add_argument("--skip", nargs="+", default=[], metavar="METHOD@SETTING",
+                        help="cells not to run (e.g. chita@0.8 alps@2:4), shown as missing")
     parser.add_argument("--jobs", type=int, default=1,
                         help="cells run in this many worker processes (--threads each), the longest first")
     parser.add_argument("--settings", nargs="+", default=["0.5", "0.6", "0.7", "0.8", "2:4"],
