@@ -89,22 +89,6 @@ def _minimize(mask, w, wbar, e, delta, hd, hv, lam):
     return tau, val - tau * slope + 0.5 * tau * tau * curv
 
 
-@njit(cache=True, fastmath=True)
-def _keep_best(mask, w, wbar, e, delta, hd, hv, lam, best_tau, best_val, best_mask, best_hd, best_hv):
-    """Minimise along the current support S; if that beats ``best_val``, copy S and its
-    products into ``best_*``. Returns ``(best_tau, best_val)``."""
-    tau, val = _minimize(mask, w, wbar, e, delta, hd, hv, lam)
-    if val < best_val:
-        # Element loops, not ``best_mask[:] = mask``: Numba's array-to-array assignment compiles a
-        # shape-mismatch message (string formatting), 5 of the solver's 40 s first-call compile.
-        for j in range(mask.shape[0]):
-            best_mask[j] = mask[j]
-            best_hd[j] = hd[j]
-            best_hv[j] = hv[j]
-        return tau, val
-    return best_tau, best_val
-
-
 @njit(cache=True)
 def _largest_outside(y, mask0, count):
     """The ``count`` indices outside S₀ of largest ``|y|``, largest first (ties: lowest index);
@@ -129,14 +113,6 @@ def _largest_outside(y, mask0, count):
         idx[pos], val[pos] = j, v
         filled = min(filled + 1, count)
     return idx[:filled]
-
-
-@njit(cache=True)
-def _topk_events(x, y, mask0, max_events):
-    """Breakpoints of the top-k path from S₀ (``_kernels.topk_path_events``)."""
-    support = support_indices(mask0)
-    rays = _largest_outside(y, mask0, min(max_events + 1, x.shape[0] - support.shape[0]))
-    return topk_path_events(x, y, support, rays, max_events)
 
 
 @njit(cache=True)
@@ -228,8 +204,15 @@ def _row_search(H, w, wbar, e, delta, hd0, hv0, mask0, lam, events, out_w, out_h
         _toggle(H, i, -w[i], -delta[i], hd, hv)
         mask[j] = True
         _toggle(H, j, w[j], delta[j], hd, hv)
-        best_tau, best_val = _keep_best(mask, w, wbar, e, delta, hd, hv, lam, best_tau, best_val,
-                                        best_mask, best_hd, best_hv)
+        tau, val = _minimize(mask, w, wbar, e, delta, hd, hv, lam)
+        if val < best_val:
+            # Element loops, not ``best_mask[:] = mask``: Numba's array-to-array assignment compiles a
+            # shape-mismatch message (string formatting), 5 of the solver's 40 s first-call compile.
+            for q in range(p):
+                best_mask[q] = mask[q]
+                best_hd[q] = hd[q]
+                best_hv[q] = hv[q]
+            best_tau, best_val = tau, val
     for j in range(p):
         out_w[j] = w[j] - best_tau * delta[j] if best_mask[j] else 0.0
         out_hd[j] = best_hd[j] - best_tau * best_hv[j]
@@ -244,7 +227,10 @@ def _topk_search_chunk(lo, hi, H, rows, W, Wbar, E, HD, Delta, HV, masks0, scale
     """:func:`_row_search` of the rows ``rows[lo:hi]`` under top-k budgets."""
     for t in range(lo, hi):
         i = rows[t]
-        events = _topk_events(scale * W[i], scale * Delta[t], masks0[t], n_events)
+        x, y = scale * W[i], scale * Delta[t]
+        support = support_indices(masks0[t])
+        rays = _largest_outside(y, masks0[t], min(n_events + 1, x.shape[0] - support.shape[0]))
+        events = topk_path_events(x, y, support, rays, n_events)
         values[t] = _row_search(H, W[i], Wbar[i], E[i], Delta[t], HD[i], HV[t], masks0[t], lam, events,
                                 W_new[t], HD_new[t])
 
