@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -305,8 +306,15 @@ class Runner:
 _RUNNER = None
 
 
+def _exit_on_sigterm():
+    """SIGTERM raises ``SystemExit``, so that cleanup runs: ``with Pool`` terminates the workers and
+    ``subprocess.run`` kills an llm-compressor cell (the default action would orphan both)."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def _start_worker(args, python):
     global _RUNNER
+    _exit_on_sigterm()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(name)s: %(message)s")
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     _RUNNER = Runner(args, python)
@@ -322,6 +330,7 @@ def run_cells(runner, cells, args, python):
         return dict(map(runner, cells))
     import multiprocessing
 
+    _exit_on_sigterm()
     context = multiprocessing.get_context("spawn")
     with context.Pool(args.jobs, initializer=_start_worker, initargs=(args, python), maxtasksperchild=None) as pool:
         return dict(pool.imap_unordered(_run_in_worker, cells, chunksize=1))
