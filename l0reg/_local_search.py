@@ -8,8 +8,20 @@ that lowers F: removing i changes F by
 
 and inserting j at its best value lowers F by ``(a_jᵀ r_i + nλ w̄_j)²/(2(‖a_j‖²+nλ))``
 with ``a_jᵀ r_i = (Aᵀr)_j + w_i (Aᵀa_i)_j``: one Gram column ``Aᵀa_i`` per tried i.
+
+When the Gram columns of the whole support fit the cache, every swap is scored exactly instead
+(:func:`_gram_swap_search`): refitted on S, F(S) = ½‖b‖² + (nλ/2)‖w̄‖² − ½ zᵀG⁻¹z with
+``G = A_SᵀA_S + nλI`` and ``z = A_Sᵀb + nλw̄_S``; with ``u = G⁻¹z``, ``M = G⁻¹``, ``U = M A_SᵀA``
+(column j: ``M A_Sᵀa_j``), ``h_j = a_jᵀ(b − A_S u) + nλ w̄_j`` and
+``d_j = ‖a_j‖² + nλ − (A_Sᵀa_j)ᵀU_j``, the swap ``i → j`` lowers F by
+
+    ½ [ (h_j + U_ij u_i/M_ii)² / (d_j + U_ij²/M_ii) − u_i²/M_ii ]
+
+(removing i from a least-squares fit costs ``u_i²/M_ii``; the Schur complement updates the rest):
+O(k²p) for all k(p − k) swaps, one new Gram column per swap taken.
 """
 import numpy as np
+import scipy.linalg
 
 from . import _kernels as kern
 from ._backsolve import backsolve_cost, ridge_on_support
@@ -106,6 +118,11 @@ def swap_search(design, b, w, r, w_bar, nlam, *, max_swaps, tol, n_candidates=5)
     one-coordinate estimate decides. The first
     improving swap is taken, and the scan restarts from the new support.
     """
+    gram = GramColumns.of(design)
+    if 0 < np.count_nonzero(w) <= gram.capacity:
+        found = _gram_swap_search(design, gram, b, w, r, w_bar, nlam, max_swaps=max_swaps, tol=tol)
+        if found is not None:
+            return found
     w, r = w.copy(), r.copy()
     col_sq = design.col_sq()
     in_s = np.zeros(w.size, dtype=np.bool_)
@@ -117,7 +134,6 @@ def swap_search(design, b, w, r, w_bar, nlam, *, max_swaps, tol, n_candidates=5)
     per_refit = refit_cost + _REFIT_OVERHEAD_FLOPS
     n_candidates = int(np.clip(_EXACT_SCORING_FLOPS // per_refit, n_candidates, design.p))
     gain, value_j = np.empty(w.size), np.empty(w.size)
-    gram = GramColumns.of(design)
     n_swaps = 0
     while n_swaps < max_swaps:
         support = np.flatnonzero(in_s)
@@ -143,6 +159,76 @@ def swap_search(design, b, w, r, w_bar, nlam, *, max_swaps, tol, n_candidates=5)
         else:
             break
     return w, r, n_swaps
+
+
+class _SingularSupport(Exception):
+    """``A_SᵀA_S + nλI`` is numerically singular: the Gram-form scores do not apply."""
+
+
+def swap_gains(C, support, hb, col_sq, w_bar, nlam):
+    """``(gain, removal)``: ``gain[t, j]`` = how much F drops when ``support[t]`` is swapped for ``j``
+    (refits on both supports; −inf for j in S), ``removal[t]`` = how much F rises when ``support[t]``
+    is dropped. ``C`` holds the Gram columns of the support as rows, ``hb = Aᵀb``."""
+    k = support.size
+    try:
+        factor = scipy.linalg.cho_factor(C[:, support] + nlam * np.eye(k), check_finite=False)
+    except np.linalg.LinAlgError:
+        raise _SingularSupport from None
+    M = scipy.linalg.cho_solve(factor, np.eye(k), check_finite=False)
+    diag = np.diag(M)
+    if not (np.all(diag > 0.0) and np.all(np.isfinite(M))):
+        raise _SingularSupport
+    u = M @ (hb[support] + nlam * w_bar[support])
+    h = hb - C.T @ u + nlam * w_bar
+    U = M @ C
+    full = col_sq + nlam
+    d = full - np.einsum("sj,sj->j", C, U)
+    num = h + U * (u / diag)[:, None]
+    den = d + U * U / diag[:, None]
+    removal = 0.5 * u * u / diag
+    gain = 0.5 * num * num / np.where(den > 1e-9 * full, den, np.inf) - removal[:, None]
+    gain[:, support] = -np.inf
+    return gain, removal
+
+
+def _improving_gram_swap(C, support, hb, col_sq, w_bar, nlam, min_gain):
+    """``(t, j)``: a swap ``support[t] → j`` lowering F by more than ``min_gain``, or None. As the scan of
+    large supports: the cheapest removal first, each with its best j."""
+    gain, removal = swap_gains(C, support, hb, col_sq, w_bar, nlam)
+    best_j = np.argmax(gain, axis=1)
+    for t in np.argsort(removal, kind="stable"):
+        if gain[t, best_j[t]] > min_gain:
+            return int(t), int(best_j[t])
+    return None
+
+
+def _gram_swap_search(design, gram, b, w, r, w_bar, nlam, *, max_swaps, tol):
+    """1-swaps scored exactly from the Gram columns of the support (module docstring); ``(w, r, n_swaps)``
+    refitted on the last support, or None when a support's Gram matrix is singular (the caller then scans
+    as for large supports)."""
+    value = objective_from_residual(r, w, w_bar, nlam)
+    min_gain = tol * max(value, np.finfo(float).tiny)
+    hb, col_sq = design.rmatvec(b), design.col_sq()
+    support = np.flatnonzero(w)
+    n_swaps = 0
+    while n_swaps < max_swaps:
+        gram.prefetch(support)
+        try:
+            swap = _improving_gram_swap(np.stack([gram[i] for i in support]), support, hb, col_sq, w_bar, nlam,
+                                        min_gain)
+        except _SingularSupport:
+            return None
+        if swap is None:
+            break
+        support = np.sort(np.append(np.delete(support, swap[0]), swap[1]))
+        n_swaps += 1
+    if n_swaps == 0:
+        return w.copy(), r.copy(), 0
+    w_new = ridge_on_support(design, b, support, w_bar, nlam)
+    r_new = b - design.cols_matvec(support, w_new[support])
+    if objective_from_residual(r_new, w_new, w_bar, nlam) > value:
+        return w.copy(), r.copy(), 0
+    return w_new, r_new, n_swaps
 
 
 def _swapped(in_s, i, j):
