@@ -115,12 +115,13 @@ def test_in_place_woodbury_refit_leaves_the_cached_gram_intact():
 # change round-off only: same supports and steps, objectives within 1e-7 (A is float32). Since the better refit
 # of the magnitude supports starts a second IHT search (issue 22): cases 0 and 5 the same, 6 more steps; cases 4
 # and 6 stop at that refit, a fixed point of the IHT map (F 11.42 -> 6.02 and 0.306 -> 0.068). Since swaps are
-# scored exactly over every outside column (Gram form, issue 22): case 3 ends at a better support (832.08 -> 822.67).
+# scored exactly over every outside column (Gram form, issue 22) and the greedy start goes to the swaps without
+# IHT first: case 3 ends at a better support (832.08 -> 821.80), its winner the greedy start (1 step).
 _BEFORE = {
     ("F", 0, 200, 3000, 300, 1e-05, False): (2.6313192815981297, 300, 447778, 22),
     ("C", 1, 200, 3000, 300, 1e-05, False): (2.749642393379874, 300, 447327, 1),
     ("C", 2, 100, 40, 5, 0.0, False): (60.90199830523403, 5, 64, 7),
-    ("F", 3, 300, 600, 10, 0.0, False): (822.6666382556093, 10, 3443, 8),
+    ("F", 3, 300, 600, 10, 0.0, False): (821.8038071632467, 10, 3798, 1),
     ("F", 4, 200, 4000, None, 0.0001, True): (6.019806997101868, 2000, 3998933, 1),
     ("F", 5, 400, 8000, 800, 1e-05, False): (13.490182932527185, 800, 3174444, 19),
     ("F", 6, 60, 500, 400, 0.001, False): (0.06844997273178825, 400, 100670, 1),
