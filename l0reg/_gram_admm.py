@@ -6,10 +6,12 @@ or k nonzeros in the layer).  In the Jacobi-scaled variables ``ŵ = s ∘ w``, `
 selection below ranks ``|w_j|·√K_jj``, Wanda's score), with ``K̂ = S⁻¹KS⁻¹ = QΛQᵀ`` and ``b̂ = b / s``, the
 splitting ``W = D``, D feasible, gives the ADMM iteration (Meng et al., *ALPS*, NeurIPS 2024)
 
-    W ← (B̂ − V + ρD) Q (Λ + ρ)⁻¹ Qᵀ          (the ridge-like step, two products with Q)
+    W ← (B̂ − V + ρD) Q (Λ + ρ)⁻¹ Qᵀ          (the ridge-like step)
     D ← P(W + V/ρ)                          (one selection for the whole constraint)
     V ← V + ρ(W − D)
 
+(the W step is two products with Q per step, or one with the inverse ``Q (Λ + ρ)⁻¹ Qᵀ`` formed again when ρ
+changes, every _CHECK_EVERY steps: that costs rp² + p³/_CHECK_EVERY against 2rp², the cheaper form is used)
 while ρ grows: slowly at first, so that the support moves where the dense solution pulls it, and faster as it
 settles (ρ is multiplied every few steps by a factor that depends on how much of the support changed).  For
 small ρ the W step is nearly the unconstrained optimum; for large ρ, W = D is feasible.  The supports it ends on
@@ -118,6 +120,11 @@ def _top(xp, score, k):
     return above | (tie & (xp.cumulative_sum(xp.astype(tie, xp.int64), axis=1) <= room))
 
 
+def _explicit_inverse(r, p):
+    """Whether the W step goes through the formed inverse (module docstring): rp² + p³/_CHECK_EVERY ≤ 2rp²."""
+    return _CHECK_EVERY * r >= p
+
+
 def admm_masks(H, W_bar, *, lam, ks=None, n=0, m=0, total=None, C=None, eig=None, max_iter=300, dtype=None):
     """Supports (bool, like ``W_bar``) at the end of the ADMM penalty path (see the module), and the number of
     steps taken.  ``ks``/``n, m``/``total``: the constraint as in :func:`select`; ``C``: linear terms (default
@@ -129,9 +136,14 @@ def admm_masks(H, W_bar, *, lam, ks=None, n=0, m=0, total=None, C=None, eig=None
     Wbar = xp.astype(W_bar, xp.float64)
     C = Wbar @ xp.astype(H, xp.float64) if C is None else xp.astype(C, xp.float64)
     scale, Q64 = eig.scale, eig.Q
+    r, p = Wbar.shape
     Q = xp.astype(Q64, dtype)
-    T = xp.astype(((C + lam * Wbar) / scale) @ Q64, dtype)        # B̂ Q
     evals = xp.astype(eig.evals, dtype)
+    explicit = _explicit_inverse(r, p)
+    if explicit:
+        B = xp.astype((C + lam * Wbar) / scale, dtype)                # B̂
+    else:
+        T = xp.astype(((C + lam * Wbar) / scale) @ Q64, dtype)        # B̂ Q
     Wh = xp.astype(Wbar * scale, dtype)
     mask = select(xp.abs(Wh), ks, n, m, total)
     size = max(int(xp.sum(xp.astype(mask, xp.int64))), 1)
@@ -139,8 +151,14 @@ def admm_masks(H, W_bar, *, lam, ks=None, n=0, m=0, total=None, C=None, eig=None
     D = xp.where(mask, Wh, zero)
     V = xp.zeros_like(D)
     rho, ramping, previous = _RHO0, False, mask
+    inverse_rho, inverse = None, None
     for step in range(1, max_iter + 1):
-        Wh = ((T + (rho * D - V) @ Q) / (evals + rho)) @ Q.T
+        if not explicit:
+            Wh = ((T + (rho * D - V) @ Q) / (evals + rho)) @ Q.T
+        else:
+            if inverse_rho != rho:
+                inverse_rho, inverse = rho, (Q / (evals + rho)) @ Q.T
+            Wh = (B + rho * D - V) @ inverse
         Z = Wh + V / rho
         mask = select(xp.abs(Z), ks, n, m, total)
         D = xp.where(mask, Z, zero)

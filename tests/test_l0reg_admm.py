@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import l0reg
-from l0reg._gram_admm import select
+from l0reg import _gram_admm
+from l0reg._gram_admm import admm_masks, select
 
 
 def layer(r, p, seed=0, n=None):
@@ -123,6 +124,20 @@ def test_eigendecomposition_shared_gives_the_same_supports():
                                   l0reg.admm_supports(H, W, lam=0.02, k=6))
     with pytest.raises(ValueError, match="eig must be gram_eigh"):
         l0reg.admm_supports(H, W, lam=0.03, k=6, eig=eig)
+
+
+@pytest.mark.parametrize("rows", [4, 40])
+def test_formed_inverse_and_eigenbasis_steps_agree(rows, monkeypatch):
+    """The W step through the formed inverse (chosen when 3r ≥ p) and through two products with Q: the same
+    path in float64 (same supports, same number of steps)."""
+    assert _gram_admm._explicit_inverse(8, 24) and not _gram_admm._explicit_inverse(7, 24)
+    H, W = layer(rows, 24, seed=5)
+    runs = []
+    for explicit in (True, False):
+        monkeypatch.setattr(_gram_admm, "_explicit_inverse", lambda r, p, explicit=explicit: explicit)
+        runs.append(admm_masks(H, W, lam=0.02, ks=8, dtype=np.float64))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    assert runs[0][1] == runs[1][1]
 
 
 def test_torch_tensors_give_the_numpy_supports():
