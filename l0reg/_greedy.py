@@ -18,8 +18,8 @@ def forward_greedy(design, b, k, w_bar, nlam):
     gram = GramColumns.of(design)
     in_s = np.zeros(design.p, dtype=np.bool_)
     w = np.zeros(design.p)
-    h = design.rmatvec(b)  # Âᵀr, r = b − Â_S w_S
-    atb = h.copy()
+    atb = gram.atb(b)
+    h = atb  # Âᵀr, r = b − Â_S w_S
     for _ in range(k):
         g = -h - nlam * w_bar
         score = np.where(in_s, -1.0, g * g / np.maximum(col_sq + nlam, np.finfo(float).tiny))

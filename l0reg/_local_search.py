@@ -81,12 +81,20 @@ class GramColumns:
         self.design = design
         self.capacity = max(1, design.nbytes // (4 * 8 * design.p))
         self.cache = {}
+        self._b, self._atb = None, None
 
     @classmethod
     def of(cls, design):
         if design.gram_columns is None:
             design.gram_columns = cls(design)
         return design.gram_columns
+
+    def atb(self, b):
+        """``Âᵀb`` (read-only), kept for the last ``b``: the greedy start and the swap searches share it."""
+        if self._b is not b:
+            self._b, self._atb = b, self.design.rmatvec(b)
+            self._atb.setflags(write=False)
+        return self._atb
 
     def prefetch(self, idx):
         missing = [i for i in idx if i not in self.cache][: max(0, self.capacity - len(self.cache))]
@@ -208,7 +216,7 @@ def _gram_swap_search(design, gram, b, w, r, w_bar, nlam, *, max_swaps, tol):
     as for large supports)."""
     value = objective_from_residual(r, w, w_bar, nlam)
     min_gain = tol * max(value, np.finfo(float).tiny)
-    hb, col_sq = design.rmatvec(b), design.col_sq()
+    hb, col_sq = gram.atb(b), design.col_sq()
     support = np.flatnonzero(w)
     n_swaps = 0
     while n_swaps < max_swaps:
