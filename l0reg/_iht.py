@@ -8,10 +8,20 @@ The L0 constraint is invariant under this diagonal change of variables, while
 IHT's conditioning is not: columns of very different norms (gradients of
 different layers) no longer force tiny steps. F never increases: the first
 visited support at τ = 0 reproduces ``w`` itself.
+
+The line search's samples beyond the breakpoints (supports nearly disjoint from
+S: each costs a gather of about 2k columns) are tried at the first step, after a
+step they won, every ``_SAMPLE_EVERY`` steps and before IHT stops for want of a
+step (so the stopping test is unchanged). They won only at first steps in
+the runs measured (from zero on 3 of 12 best-subset designs; never in 40 steps
+of two pruning-shaped problems), where trying them at every step cost a third of
+a C-ordered step.
 """
 import numpy as np
 
-from ._linesearch import line_search
+from ._linesearch import N_SAMPLES, line_search
+
+_SAMPLE_EVERY = 8
 
 
 def jacobi_scale(design, nlam):
@@ -35,9 +45,15 @@ def iht(design, projection, b, w, r, w_bar, nlam, *, max_iter, tol, value, histo
     n_iter = 0
     scale, inv_diag = jacobi_scale(design, nlam)
     stable = 0
+    sample = True
     for n_iter in range(1, max_iter + 1):
         g, q = design.step_direction(r, w, w_bar, nlam, inv_diag)
-        new_value, tau, support, r_new = line_search(design, projection, r, w, g, w_bar, nlam, scale, q=q)
+        found = line_search(design, projection, r, w, g, w_bar, nlam, scale, n_samples=N_SAMPLES if sample else 0,
+                            q=q)
+        if not sample and not found[0] < value:  # no step without samples: none with them either?
+            found = line_search(design, projection, r, w, g, w_bar, nlam, scale, q=q)
+        new_value, tau, support, r_new, sampled = found
+        sample = sampled or n_iter % _SAMPLE_EVERY == 0
         if on_step is not None:
             on_step()
         if not new_value < value:

@@ -91,12 +91,16 @@ class SupportQuadratic:
         return np.flatnonzero(self.in_s)
 
 
-def line_search(design, projection, r, w, g, w_bar, nlam, scale, n_events=8, n_samples=6, q=None):
+N_SAMPLES = 6  # supports sampled beyond the breakpoints, at most (two worse in a row end the search)
+
+
+def line_search(design, projection, r, w, g, w_bar, nlam, scale, n_events=8, n_samples=N_SAMPLES, q=None):
     """Best step along the projected path ``P(w − τ g)`` from the feasible ``w``
     (``q = Â_S g_S`` on S = supp w, when the caller has it).
 
-    Returns ``(value, tau, support, r_new)``: the objective, the step, the
-    support of the new iterate ``P_S(w − τ g)`` and its residual ``b − A w_new``.
+    Returns ``(value, tau, support, r_new, sampled)``: the objective, the step,
+    the support of the new iterate ``P_S(w − τ g)``, its residual ``b − A w_new``
+    and whether a sampled support (beyond the breakpoints) beat the breakpoints'.
     """
     sw, sg = scale * w, scale * g
     start = projection.start_support(sw, sg)
@@ -116,7 +120,7 @@ def line_search(design, projection, r, w, g, w_bar, nlam, scale, n_events=8, n_s
         rows.columns = None  # the gathered columns served the breakpoints only (O(n) each)
     # Further along the path: sampled supports, starting beyond the last breakpoint.
     anchor = max(best.tau, last)
-    worse_in_a_row = 0
+    worse_in_a_row, sampled = 0, False
     for j in range(n_samples):
         support = samples.support(anchor, j)
         if design.fortran:
@@ -124,10 +128,11 @@ def line_search(design, projection, r, w, g, w_bar, nlam, scale, n_events=8, n_s
         else:
             quad.reset(support, *rows.vectors(anchor, j))
         improved = best.consider(quad, support)
+        sampled |= improved
         worse_in_a_row = 0 if improved else worse_in_a_row + 1
         if worse_in_a_row == 2:
             break
-    return best.value, best.tau, best.support, best.residual
+    return best.value, best.tau, best.support, best.residual, sampled
 
 
 class _Samples:

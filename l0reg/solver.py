@@ -238,8 +238,8 @@ def _solve_active_set(full, design, projection, max_iter, backsolve, work_size, 
         # One full step: if it still lowers F, its support tells where W falls short.
         with timed(full.timings, "iht"):
             g, q = design.step_direction(full.r, full.w, full.w_bar, full.nlam, inv_diag)
-            value, tau, support, r = line_search(design, projection, full.r, full.w, g, full.w_bar,
-                                                 full.nlam, scale, q=q)
+            value, tau, support, r, _ = line_search(design, projection, full.r, full.w, g, full.w_bar,
+                                                    full.nlam, scale, q=q)
         full.n_iter += 1
         if full.on_step is not None:
             full.on_step()

@@ -82,7 +82,7 @@ def test_line_search_returns_a_feasible_better_point_with_its_true_objective(see
     nlam = n * lam
     scale, inv_diag = jacobi_scale(design, nlam)
     g = (-(A.T @ r) + nlam * (w - w_bar)) * inv_diag
-    value, tau, support, r_new = line_search(design, proj, r, w, g, w_bar, nlam, scale)
+    value, tau, support, r_new, _ = line_search(design, proj, r, w, g, w_bar, nlam, scale)
     w_new = np.zeros(p)
     w_new[support] = w[support] - tau * g[support]
     assert support.size <= k

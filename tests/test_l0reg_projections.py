@@ -202,7 +202,7 @@ def test_line_search_is_exact_on_group_pieces():
     projection = Groups(3, 2).bind(12)
     w = _projected(projection, rng.standard_normal(12))
     g = -(A.T @ (b - A @ w))
-    value, tau, support, r_new = line_search(Design(A), projection, b - A @ w, w, g, np.zeros(12), 0.0,
+    value, tau, support, r_new, _ = line_search(Design(A), projection, b - A @ w, w, g, np.zeros(12), 0.0,
                                              np.ones(12))
     w_new = np.zeros(12)
     w_new[support] = w[support] - tau * g[support]
