@@ -7,7 +7,7 @@ import l0reg._iht as iht_module
 from l0reg import TopK
 from l0reg._design import Design
 from l0reg._iht import _SAMPLE_EVERY, iht
-from l0reg._linesearch import line_search
+from l0reg._linesearch import N_SAMPLES, line_search
 
 
 def _state(seed, order):
@@ -25,7 +25,7 @@ def _recorded(monkeypatch):
 
     def recording(*args, **kwargs):
         out = line_search(*args, **kwargs)
-        calls.append((kwargs.get("n_samples", 6) > 0, out[0], out[4]))
+        calls.append((kwargs.get("n_samples", N_SAMPLES) > 0, out[0], out[4]))
         return out
 
     monkeypatch.setattr(iht_module, "line_search", recording)
@@ -37,8 +37,7 @@ def _recorded(monkeypatch):
 def test_samples_follow_the_schedule(monkeypatch, seed, order):
     calls = _recorded(monkeypatch)
     design, projection, b, w, r, w_bar, nlam, value = _state(seed, order)
-    _, _, _, n_iter, _ = iht(design, projection, b, w, r, w_bar, nlam, max_iter=3 * _SAMPLE_EVERY, tol=0.0,
-                             value=value, history=[])
+    iht(design, projection, b, w, r, w_bar, nlam, max_iter=3 * _SAMPLE_EVERY, tol=0.0, value=value, history=[])
     assert calls[0][0]  # the first step samples
     value, won, step, i = calls[0][1], calls[0][2], 1, 1
     while i < len(calls):
