@@ -163,8 +163,11 @@ class _RowPass:
     def __init__(self, design, r, w, g, start, leaving, entering, q, samples):
         self.design, self.w, self.g, self.samples = design, w, g, samples
         nonzero = np.flatnonzero(w)
-        moved = [np.setxor1d(nonzero, start)] + [np.atleast_1d(i) for i in (*leaving, *entering)]
-        self.swapped = np.unique(np.concatenate(moved).astype(np.int64))
+        moved = w != 0
+        moved[start] = ~moved[start]  # supp w Δ start (O(p) masks: np.setxor1d's sorts cost 4% of a step)
+        for i in (*leaving, *entering):
+            moved[i] = True
+        self.swapped = np.flatnonzero(moved)
         products = [(self.swapped[t:t + 1], [1.0], [0.0]) for t in range(self.swapped.size)]
         out = design.sparse_products(products + [(nonzero, w[nonzero], g[nonzero])])
         self.columns = out[:-1, 0]  # a view of out: released (rows.columns = None) once the breakpoints are done
