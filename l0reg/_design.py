@@ -195,7 +195,8 @@ class Design:
         float64 copies of column blocks of Â)."""
         right = self.cols64(idx)
         if self.A.dtype == np.float64:
-            return self._scaled(self.A.T @ right)
+            # C order: (rightᵀ A)ᵀ streams A's rows (2-2.5x faster than Aᵀ right, 10 columns of 200 x 20,000)
+            return self._scaled(self.A.T @ right if self.fortran else (right.T @ self.A).T)
         out = np.empty((self.p, right.shape[1]))
         for lo, cols, blk in self.column_blocks(np.arange(self.p)):
             out[lo:lo + cols.size] = blk.T @ right
@@ -265,14 +266,15 @@ class Design:
     def col_sq(self):
         """``‖â_j‖²`` for every column (computed once, cached)."""
         if self._col_sq is None:
-            out = np.empty(self.p)
+            parallel = self.A.size >= _PARALLEL_MIN_WORK
             if self.fortran:
+                out = np.empty(self.p)
                 kernel = kern.column_norms_sq
-                (kernel.parallel if self.A.size >= _PARALLEL_MIN_WORK else kernel)(self.A, self.inv, out)
-            else:
-                out[:] = 0.0
-                for lo in range(0, self.n, 8):  # 8 rows at a time: O(p) temporary memory
-                    blk = self._scaled(self.A[lo:lo + 8].astype(np.float64))
-                    out += np.einsum("ij,ij->j", blk, blk)
+                (kernel.parallel if parallel else kernel)(self.A, self.inv, out)
+            else:  # one p-vector accumulator per thread
+                partial = np.empty((numba.get_num_threads() if parallel else 1, self.p))
+                kernel = kern.column_norms_sq_c
+                (kernel.parallel if parallel else kernel)(self.A, self.inv, partial)
+                out = partial.sum(axis=0)
             self._col_sq = out
         return self._col_sq

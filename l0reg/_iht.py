@@ -22,6 +22,7 @@ import numpy as np
 from ._linesearch import N_SAMPLES, line_search
 
 _SAMPLE_EVERY = 8
+_FETCH_MAX = 2
 
 
 def jacobi_scale(design, nlam):
@@ -31,15 +32,38 @@ def jacobi_scale(design, nlam):
     return np.sqrt(diag), inv
 
 
+def _step_direction(design, gram, b, r, w, w_bar, nlam, inv_diag, settled):
+    """``(g, q)`` as ``Design.step_direction``; from the cached Gram columns of S when ``gram`` has them all
+    (then q is None: the line search forms ``Â_S g_S`` itself). Missing columns are fetched first (one batch)
+    when at most ``_FETCH_MAX`` are missing or the support is ``settled`` (unchanged by the last step): a batch
+    costs about as much as the product with A it replaces, the steps that follow on the support none, and the
+    swap search after IHT needs the final support's columns anyway."""
+    if gram is not None:
+        support = np.flatnonzero(w)
+        if support.size <= gram.capacity:
+            missing = [i for i in support if i not in gram.cache]
+            if len(missing) <= _FETCH_MAX or settled:
+                gram.prefetch(missing)
+            h = gram.correlations(b, support, w[support])
+            if h is not None:
+                np.negative(h, out=h)
+                if nlam:
+                    h += nlam * (w - w_bar)
+                h *= inv_diag
+                return h, None
+    return design.step_direction(r, w, w_bar, nlam, inv_diag)
+
+
 def iht(design, projection, b, w, r, w_bar, nlam, *, max_iter, tol, value, history, patience=None,
-        resync_every=25, on_step=None):
+        resync_every=25, on_step=None, gram=None):
     """Run IHT from the feasible ``w`` (residual ``r``, objective ``value``).
 
     Stops when a step lowers F by less than ``tol·F``, when the support has not
     changed for ``patience`` steps (used when an exact refit of the support
     follows: only the support matters then), or after ``max_iter`` steps.
     Returns ``(w, r, value, n_iter, converged)``; ``history`` is appended and
-    ``on_step()`` (if given) called after every step.
+    ``on_step()`` (if given) called after every step. With ``gram`` (the design's
+    ``GramColumns``, small supports) the gradients come from Gram columns where they can.
     """
     converged = False
     n_iter = 0
@@ -47,7 +71,7 @@ def iht(design, projection, b, w, r, w_bar, nlam, *, max_iter, tol, value, histo
     stable = 0
     sample = True
     for n_iter in range(1, max_iter + 1):
-        g, q = design.step_direction(r, w, w_bar, nlam, inv_diag)
+        g, q = _step_direction(design, gram, b, r, w, w_bar, nlam, inv_diag, stable > 0)
         found = line_search(design, projection, r, w, g, w_bar, nlam, scale, n_samples=N_SAMPLES if sample else 0,
                             q=q)
         if not sample and not found[0] < value:  # no step without samples: none with them either?

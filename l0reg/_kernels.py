@@ -372,6 +372,35 @@ def insertion_gains(h, gram_col, w_i, w_bar, col_sq, nlam, in_support, gain, val
         value[j] = num / denom
 
 
+@njit(cache=True)
+def best_swaps(C, U, h, u, diag, full, in_support, best_j, best_gain):
+    """For each removed ``support[t]``, the best insertion ``j ∉ S`` and its refitted gain (the
+    ``_local_search`` module docstring): ``½ (h_j + U_tj u_t/M_tt)² / (d_j + U_tj²/M_tt)`` with
+    ``d_j = full_j − Σ_s C_sj U_sj``; a denominator ≤ 1e-9·full_j (j in the span of S − i) scores 0.
+    ``best_j[t] = −1`` and ``best_gain[t] = −inf`` when no j is outside S. No fastmath: the scores
+    start from −inf."""
+    k, p = C.shape
+    d = full.copy()
+    for s in range(k):
+        for j in range(p):
+            d[j] -= C[s, j] * U[s, j]
+    for t in range(k):
+        shift, inv_diag = u[t] / diag[t], 1.0 / diag[t]
+        best, arg = -np.inf, -1
+        for j in range(p):
+            if in_support[j]:
+                continue
+            x = U[t, j]
+            den = d[j] + x * x * inv_diag
+            score = 0.0
+            if den > 1e-9 * full[j]:
+                num = h[j] + x * shift
+                score = 0.5 * num * num / den
+            if score > best:
+                best, arg = score, j
+        best_j[t], best_gain[t] = arg, best
+
+
 @serial_and_parallel
 def column_norms_sq(A, inv, out):
     """``out_j = ‖inv · a_j‖²`` for every column (any layout), squares in float64."""
@@ -382,6 +411,21 @@ def column_norms_sq(A, inv, out):
             v = A[i, j] * inv
             acc += v * v
         out[j] = acc
+
+
+@serial_and_parallel
+def column_norms_sq_c(A, inv, partial):
+    """``partial[t, j] = Σ_i (inv · A_ij)²`` over the t-th of ``len(partial)`` consecutive row blocks of a
+    C-ordered A (the caller sums the blocks): each row streamed once, squares in float64."""
+    n, p = A.shape
+    blocks = partial.shape[0]
+    for t in prange(blocks):
+        acc = partial[t]
+        acc[:] = 0.0
+        for i in range(t * n // blocks, (t + 1) * n // blocks):
+            for j in range(p):
+                v = A[i, j] * inv
+                acc[j] += v * v
 
 
 @serial_and_parallel

@@ -18,7 +18,8 @@ When the Gram columns of the whole support fit the cache, every swap is scored e
     ½ [ (h_j + U_ij u_i/M_ii)² / (d_j + U_ij²/M_ii) − u_i²/M_ii ]
 
 (removing i from a least-squares fit costs ``u_i²/M_ii``; the Schur complement updates the rest):
-O(k²p) for all k(p − k) swaps, one new Gram column per swap taken.
+O(k²p) for all k(p − k) swaps (one fused pass, ``_kernels.best_swaps``), one new Gram column per
+swap taken.
 """
 import numpy as np
 import scipy.linalg
@@ -102,6 +103,16 @@ class GramColumns:
             block = self.design.gram_cols(missing)
             self.cache.update((i, np.ascontiguousarray(block[:, t])) for t, i in enumerate(missing))
 
+    def correlations(self, b, support, coef):
+        """``Âᵀ(b − Â_S coef) = Âᵀb − Σ_{i∈S} (Âᵀâ_i) coef_i`` from the cached columns (O(|S| p), no pass over
+        A), or None when a column of S is not cached."""
+        if not all(i in self.cache for i in support):
+            return None
+        out = self.atb(b).copy()
+        for i, c in zip(support, coef):
+            out -= c * self.cache[i]
+        return out
+
     def __getitem__(self, i):
         if i in self.cache:
             return self.cache[i]
@@ -174,38 +185,35 @@ class _SingularSupport(Exception):
 
 
 def swap_gains(C, support, hb, col_sq, w_bar, nlam):
-    """``(gain, removal)``: ``gain[t, j]`` = how much F drops when ``support[t]`` is swapped for ``j``
-    (refits on both supports; −inf for j in S), ``removal[t]`` = how much F rises when ``support[t]``
-    is dropped. ``C`` holds the Gram columns of the support as rows, ``hb = Aᵀb``."""
+    """``(best_j, gain, removal)``: swapping ``support[t]`` for ``best_j[t]`` lowers F by ``gain[t]``, the
+    most of any j ∉ S (refits on both supports; −1 and −inf when every column is in S), and dropping
+    ``support[t]`` raises F by ``removal[t]``. ``C`` holds the Gram columns of the support as rows,
+    ``hb = Aᵀb``."""
     k = support.size
     try:
         factor = scipy.linalg.cho_factor(C[:, support] + nlam * np.eye(k), check_finite=False)
     except np.linalg.LinAlgError:
         raise _SingularSupport from None
     M = scipy.linalg.cho_solve(factor, np.eye(k), check_finite=False)
-    diag = np.diag(M)
+    diag = np.diag(M).copy()
     if not (np.all(diag > 0.0) and np.all(np.isfinite(M))):
         raise _SingularSupport
     u = M @ (hb[support] + nlam * w_bar[support])
     h = hb - C.T @ u + nlam * w_bar
-    U = M @ C
-    full = col_sq + nlam
-    d = full - np.einsum("sj,sj->j", C, U)
-    num = h + U * (u / diag)[:, None]
-    den = d + U * U / diag[:, None]
+    in_support = np.zeros(C.shape[1], dtype=np.bool_)
+    in_support[support] = True
+    best_j, gain = np.empty(k, dtype=np.int64), np.empty(k)
+    kern.best_swaps(C, M @ C, h, u, diag, col_sq + nlam, in_support, best_j, gain)
     removal = 0.5 * u * u / diag
-    gain = 0.5 * num * num / np.where(den > 1e-9 * full, den, np.inf) - removal[:, None]
-    gain[:, support] = -np.inf
-    return gain, removal
+    return best_j, gain - removal, removal
 
 
 def _improving_gram_swap(C, support, hb, col_sq, w_bar, nlam, min_gain):
     """``(t, j)``: a swap ``support[t] → j`` lowering F by more than ``min_gain``, or None. As the scan of
     large supports: the cheapest removal first, each with its best j."""
-    gain, removal = swap_gains(C, support, hb, col_sq, w_bar, nlam)
-    best_j = np.argmax(gain, axis=1)
+    best_j, gain, removal = swap_gains(C, support, hb, col_sq, w_bar, nlam)
     for t in np.argsort(removal, kind="stable"):
-        if gain[t, best_j[t]] > min_gain:
+        if gain[t] > min_gain:
             return int(t), int(best_j[t])
     return None
 

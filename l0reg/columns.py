@@ -7,7 +7,7 @@ For ``A`` of shape ``(n, p)`` with columns ``a_j``:
 
 ``A`` may be float16, float32 or float64, in C or Fortran order (or any strided view); it is never copied or
 upcast as a whole.  Float32/float64 matrices go through l0reg's column kernels (each Fortran column streamed
-once, on Numba's threads for large A; a C-ordered A eight rows at a time for the norms); other cases through
+once, a C-ordered A row by row, on Numba's threads for large A); other cases through
 numpy with a float64 accumulator.  NaN and infinity propagate as in numpy.
 """
 import numpy as np

@@ -31,7 +31,7 @@ from ._backsolve import backsolve_cost, ridge_on_support
 from ._greedy import forward_greedy
 from ._iht import iht, jacobi_scale
 from ._linesearch import line_search
-from ._local_search import objective_from_residual, refit_support, swap_search
+from ._local_search import GramColumns, objective_from_residual, refit_support, swap_search
 from ._pattern_swaps import pattern_swap_search, swap_pass_cost
 from ._relaxation import with_lower_bound
 from ._result import SolveResult, timed
@@ -95,6 +95,7 @@ class _Problem:
         self.n_iter = 0
         self.start_value = np.nan  # F of the refitted start (``start_refitted``), when used
         self.exact = False  # the current values are the exact refit of their support
+        self.gram = None  # the design's GramColumns, when IHT may take gradients from them (small supports)
 
     def start(self, w):
         self.w = w
@@ -117,7 +118,7 @@ class _Problem:
             self.w, self.r, self.value, steps, converged = iht(
                 self.design, self.projection, self.b, self.w, self.r, self.w_bar, self.nlam,
                 max_iter=max_iter, tol=self.tol, value=self.value, history=self.history,
-                patience=patience, on_step=self.on_step)
+                patience=patience, on_step=self.on_step, gram=self.gram)
         self.n_iter += steps
         self.exact = self.exact and self.w is w  # iht hands back its input when it takes no step
         return converged
@@ -376,6 +377,7 @@ def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, s
 
     def local_solve(start, rivals, iht_first=True):
         problem = _Problem(design, projection, b64, w_bar64, nlam, tol, timings, [], on_step)
+        problem.gram = GramColumns.of(design) if run_swaps else None
         problem.start(start)
         problem.history.append(problem.value)
         if k == 0:

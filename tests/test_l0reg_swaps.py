@@ -27,17 +27,24 @@ def test_swap_gains_equal_the_refit_differences(seed, nlam):
     design, b, w_bar, nlam = _problem(seed, nlam=nlam)
     support = np.array([1, 4, 5, 9])
     C = design.gram_cols(list(support)).T
-    gain, removal = swap_gains(C, support, design.rmatvec(b), design.col_sq(), w_bar, nlam)
+    best_j, gain, removal = swap_gains(C, support, design.rmatvec(b), design.col_sq(), w_bar, nlam)
     base = _refit_value(design, b, w_bar, nlam, support)
     for t, i in enumerate(support):
         rest = set(support) - {i}
         assert removal[t] == pytest.approx(_refit_value(design, b, w_bar, nlam, rest) - base, rel=1e-9, abs=1e-12)
-        for j in range(design.p):
-            if j in support:
-                assert gain[t, j] == -np.inf
-            else:
-                expected = base - _refit_value(design, b, w_bar, nlam, rest | {j})
-                assert gain[t, j] == pytest.approx(expected, rel=1e-8, abs=1e-10)
+        expected = {j: base - _refit_value(design, b, w_bar, nlam, rest | {j})
+                    for j in range(design.p) if j not in support}
+        assert best_j[t] not in support
+        assert gain[t] == pytest.approx(expected[best_j[t]], rel=1e-8, abs=1e-10)
+        assert gain[t] == pytest.approx(max(expected.values()), rel=1e-8, abs=1e-10)
+
+
+def test_swap_gains_without_an_outside_column():
+    design, b, w_bar, nlam = _problem(0, p=3)
+    support = np.arange(3)
+    best_j, gain, _ = swap_gains(design.gram_cols(list(support)).T, support, design.rmatvec(b), design.col_sq(),
+                                 w_bar, nlam)
+    assert best_j.tolist() == [-1, -1, -1] and np.all(gain == -np.inf)
 
 
 @pytest.mark.parametrize("seed", range(4))
