@@ -16,6 +16,7 @@ import scipy.linalg.blas
 
 from . import _kernels as kern
 from ._threads import gram_blas_threads
+from ._validation import all_finite
 
 # A restricted product ``A[:, S] @ x`` over more than this fraction of the
 # columns is faster as one full BLAS product with x scattered into zeros (BLAS
@@ -39,22 +40,58 @@ _BLOCK_BYTES = 1 << 20
 def matrix_scale(A):
     """The power of two ``s`` with ``max|A| / s`` in [0.5, 1) (1 for a zero matrix)."""
     kernel = kern.max_abs.parallel if A.size >= _PARALLEL_MIN_WORK else kern.max_abs
-    peak = float(kernel(A.reshape(-1, order="A")))
+    return _power_of_two_above(float(kernel(A.reshape(-1, order="A"))))
+
+
+# The column sums of squares of A itself equal those of Â times s² exactly (s is a power of two) when
+# max|A| lies within these powers of two: neither the squares nor their sums leave the normal range.
+_RAW_SQUARES_EXPONENT = 200
+
+
+def _power_of_two_above(peak):
     return float(np.ldexp(1.0, int(np.frexp(peak)[1]))) if peak > 0 else 1.0
 
 
-class Design:
-    """Wrap ``A`` (n × p, float32/float64, C or Fortran order) as ``Â = A / scale``."""
+def scaled_design(A):
+    """``Design(A, matrix_scale(A))`` with its column norms ``‖â_j‖²`` computed, from one read of A (per
+    column ``Σ_i A_ij²`` and ``max_i |A_ij|``, against three reads for a finiteness check, the scale and the
+    norms apart); None when A holds a NaN or an infinity."""
+    parallel = A.size >= _PARALLEL_MIN_WORK
+    fortran = Design.is_fortran(A)
+    if fortran:
+        sq, peaks = np.empty(A.shape[1]), np.empty(A.shape[1])
+        (kern.column_stats_f.parallel if parallel else kern.column_stats_f)(A, sq, peaks)
+    else:  # one accumulator pair per thread
+        partial = np.empty((numba.get_num_threads() if parallel else 1, 2, A.shape[1]))
+        (kern.column_stats_c.parallel if parallel else kern.column_stats_c)(A, partial)
+        sq, peaks = partial[:, 0].sum(axis=0), partial[:, 1].max(axis=0)
+    if not np.isfinite(sq).all():  # a NaN or an infinity, or squares beyond float64's range
+        return Design(A, matrix_scale(A)) if all_finite(A) else None
+    peak = float(peaks.max())
+    scale = _power_of_two_above(peak)
+    if peak == 0 or abs(np.frexp(peak)[1]) <= _RAW_SQUARES_EXPONENT:
+        return Design(A, scale, col_sq=sq / (scale * scale))
+    return Design(A, scale)
 
-    def __init__(self, A, scale=1.0):
+
+class Design:
+    """Wrap ``A`` (n × p, float32/float64, C or Fortran order) as ``Â = A / scale`` (with ``col_sq``, its
+    column norms ``‖â_j‖²`` if known)."""
+
+    def __init__(self, A, scale=1.0, col_sq=None):
         self.A = A
         self.scale, self.inv = scale, 1.0 / scale
         self.n, self.p = A.shape
-        self.fortran = bool(A.flags.f_contiguous) and not (A.flags.c_contiguous and self.n > 1)
-        self._col_sq = None
+        self.fortran = self.is_fortran(A)
+        self._col_sq = col_sq  # ‖â_j‖², when the caller has them
         self._row_gram = None  # (support mask, A_S A_Sᵀ) of the last row_gram call
         self.refits = {}  # the last few exact refits, kept by _backsolve.ridge_on_support
         self.gram_columns = None  # Gram columns Âᵀâ_i kept by _local_search.GramColumns
+
+    @staticmethod
+    def is_fortran(A):
+        """Whether the kernels read ``A`` by columns (Fortran order; a one-row A counts as C order)."""
+        return bool(A.flags.f_contiguous) and not (A.flags.c_contiguous and A.shape[0] > 1)
 
     @property
     def nbytes(self):

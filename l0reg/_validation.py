@@ -23,7 +23,7 @@ def _plain_array(x, name):
     return arr
 
 
-def check_matrix(A, name="A"):
+def check_matrix(A, name="A", finite=True):
     """Return ``A`` as a 2-D float32/float64 ndarray without copying it.
 
     Integer, boolean and complex matrices are refused instead of being upcast
@@ -47,13 +47,18 @@ def check_matrix(A, name="A"):
         raise ValueError(f"{name} is empty: shape {A.shape}")
     if not (A.flags.c_contiguous or A.flags.f_contiguous):
         raise ValueError(f"{name} must be C- or Fortran-contiguous; pass np.ascontiguousarray({name})")
-    if not _all_finite(A):
-        raise ValueError(f"{name} contains NaN or infinity")
+    if finite and not all_finite(A):
+        raise not_finite(name)
     return A
 
 
-def _all_finite(x):
-    # Blockwise so that a large matrix is never duplicated by the check itself.
+def not_finite(name):
+    """The error for a matrix ``name`` holding a NaN or an infinity."""
+    return ValueError(f"{name} contains NaN or infinity")
+
+
+def all_finite(x):
+    """Whether every entry of ``x`` is finite (blockwise: a large matrix is never duplicated by the check)."""
     flat = x.reshape(-1, order="A")
     step = 1 << 22
     for start in range(0, flat.size, step):
@@ -123,13 +128,14 @@ def check_positive_int(x, name):
     return int(x)
 
 
-def check_problem(A, b, k, lam, w_bar=None, w_init=None):
+def check_problem(A, b, k, lam, w_bar=None, w_init=None, finite=True):
     """Validate the arguments of :func:`l0reg.solve`.
 
     Returns ``(A, b, k, lam, w_bar, w_init)`` with ``b``, ``w_bar`` and
     ``w_init`` converted to the dtype of ``A`` (``A`` itself is never copied).
+    ``finite=False`` leaves A's finiteness to the caller (checked in its own read of A).
     """
-    A = check_matrix(A, "A")
+    A = check_matrix(A, "A", finite)
     n, p = A.shape
     b = check_vector(b, n, A.dtype, "b")
     k = check_k(k, p)

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import _exhaustive
 from . import _kernels as kern
-from ._design import Design, matrix_scale
+from ._design import Design, matrix_scale, scaled_design
 from ._backsolve import backsolve_cost, ridge_on_support
 from ._greedy import forward_greedy
 from ._iht import iht, jacobi_scale
@@ -38,7 +38,7 @@ from ._result import SolveResult, timed
 from ._safeguard import best_candidate, magnitude_refits
 from ._scaling import Scaling, exact_objective
 from ._threads import blas_threads_for
-from ._validation import check_nonnegative, check_positive_int, check_problem, check_vector
+from ._validation import check_nonnegative, check_positive_int, check_problem, check_vector, not_finite
 from .projection import TopK, bound_projection
 
 logger = logging.getLogger(__name__)
@@ -317,7 +317,7 @@ def solve(A, b, k=None, *, lam=0.0, w_bar=None, w_init=None, projection=None, ma
         small problems), by exact F of the coefficients as returned;
         ``objective`` is recomputed from ``coef``.
     """
-    A, b, _, lam, w_bar, w_init = check_problem(A, b, 0, lam, w_bar, w_init)
+    A, b, _, lam, w_bar, w_init = check_problem(A, b, 0, lam, w_bar, w_init, finite=False)  # A: in _solve
     if not isinstance(bound, (bool, np.bool_)):
         raise ValueError(f"bound must be True or False, got {bound!r}")
     projection = bound_projection(projection, k, A.shape[1])
@@ -346,7 +346,9 @@ def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, s
     timings, history = {}, []
     with timed(timings, "init"):
         # Internally: F̂ on Â = A/s, b̂ = b/t (powers of two; see _scaling).
-        design = Design(A, matrix_scale(A))
+        design = scaled_design(A)  # A's finiteness, scale and column norms in one read
+        if design is None:
+            raise not_finite("A")
         scaling = Scaling(design, b, w_bar)
         nlam = scaling.penalty(n * lam)
         w_bar64 = scaling.coef(w_bar)
