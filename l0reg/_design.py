@@ -43,9 +43,9 @@ def matrix_scale(A):
     return _power_of_two_above(float(kernel(A.reshape(-1, order="A"))))
 
 
-# The column sums of squares of A itself equal those of Â times s² exactly (s is a power of two) when
-# max|A| lies within these powers of two: neither the squares nor their sums leave the normal range.
-_RAW_SQUARES_EXPONENT = 200
+# ``scaled_design`` takes the column norms of A itself only when the largest square lies within these powers
+# of two (below, the squares of small entries would underflow where those of Â need not).
+_RAW_SQUARES_MIN_EXPONENT = -900
 
 
 def _power_of_two_above(peak):
@@ -53,25 +53,28 @@ def _power_of_two_above(peak):
 
 
 def scaled_design(A):
-    """``Design(A, matrix_scale(A))`` with its column norms ``‖â_j‖²`` computed, from one read of A (per
-    column ``Σ_i A_ij²`` and ``max_i |A_ij|``, against three reads for a finiteness check, the scale and the
-    norms apart); None when A holds a NaN or an infinity."""
-    parallel = A.size >= _PARALLEL_MIN_WORK
-    fortran = Design.is_fortran(A)
-    if fortran:
-        sq, peaks = np.empty(A.shape[1]), np.empty(A.shape[1])
-        (kern.column_stats_f.parallel if parallel else kern.column_stats_f)(A, sq, peaks)
-    else:  # one accumulator pair per thread
-        partial = np.empty((numba.get_num_threads() if parallel else 1, 2, A.shape[1]))
-        (kern.column_stats_c.parallel if parallel else kern.column_stats_c)(A, partial)
-        sq, peaks = partial[:, 0].sum(axis=0), partial[:, 1].max(axis=0)
+    """A design of ``A`` with its column norms ``‖â_j‖²``, from one read of A (against three reads for a
+    finiteness check, ``matrix_scale`` and the norms); None when A holds a NaN or an infinity.
+
+    The scale is the power of two above ``max_j ‖a_j‖`` (≥ max|A_ij|, so max|Â_ij| ≤ 1 as with
+    ``matrix_scale``, and ‖â_j‖² < 1): ``Σ_i A_ij²``, computed once, gives both, and ``‖â_j‖² = ‖a_j‖²/s²``
+    exactly (s is a power of two). When the squares overflow or underflow: ``matrix_scale`` and the norms
+    of Â, as ``Design`` computes them.
+    """
+    sq = Design(A).col_sq()
     if not np.isfinite(sq).all():  # a NaN or an infinity, or squares beyond float64's range
         return Design(A, matrix_scale(A)) if all_finite(A) else None
-    peak = float(peaks.max())
-    scale = _power_of_two_above(peak)
-    if peak == 0 or abs(np.frexp(peak)[1]) <= _RAW_SQUARES_EXPONENT:
-        return Design(A, scale, col_sq=sq / (scale * scale))
-    return Design(A, scale)
+    top = float(sq.max())
+    zero = np.flatnonzero(sq == 0.0)
+    if top == 0.0 or np.frexp(top)[1] < _RAW_SQUARES_MIN_EXPONENT or not _zero_columns(Design(A), zero):
+        return Design(A, matrix_scale(A))  # a zero norm from underflowing squares: the norms of Â
+    scale = _power_of_two_above(np.sqrt(top))
+    return Design(A, scale, col_sq=sq / (scale * scale))
+
+
+def _zero_columns(design, idx):
+    """Whether the columns ``idx`` are all zero (read in blocks)."""
+    return not any(np.any(blk) for _, _, blk in design.column_blocks(idx))
 
 
 class Design:

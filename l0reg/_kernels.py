@@ -429,37 +429,6 @@ def column_norms_sq_c(A, inv, partial):
 
 
 @serial_and_parallel
-def column_stats_c(A, partial):
-    """``partial[t, 0, j] = Σ_i A_ij²`` and ``partial[t, 1, j] = max_i |A_ij|`` (float64) over the t-th of
-    ``len(partial)`` consecutive row blocks of a C-ordered A (the caller reduces the blocks). A NaN or an
-    infinity makes its column's sum non-finite."""
-    n, p = A.shape
-    blocks = partial.shape[0]
-    for t in prange(blocks):
-        sq, peak = partial[t, 0], partial[t, 1]
-        sq[:] = 0.0
-        peak[:] = 0.0
-        for i in range(t * n // blocks, (t + 1) * n // blocks):
-            for j in range(p):
-                v = np.float64(A[i, j])
-                sq[j] += v * v
-                peak[j] = max(peak[j], abs(v))
-
-
-@serial_and_parallel
-def column_stats_f(A, sq, peak):
-    """``sq[j] = Σ_i A_ij²`` and ``peak[j] = max_i |A_ij|`` (float64) for a Fortran-ordered A."""
-    n, p = A.shape
-    for j in prange(p):
-        acc, top = 0.0, 0.0
-        for i in range(n):
-            v = np.float64(A[i, j])
-            acc += v * v
-            top = max(top, abs(v))
-        sq[j], peak[j] = acc, top
-
-
-@serial_and_parallel
 def max_abs(x):
     """``max_i |x_i|`` of a 1-D array: chunks (reduced in parallel in ``.parallel``), each scanned with four
     running maxima in x's dtype (independent, so the loop vectorises: 3.7x faster than one running max)."""
