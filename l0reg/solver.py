@@ -26,7 +26,7 @@ import numpy as np
 
 from . import _exhaustive
 from . import _kernels as kern
-from ._design import Design, matrix_scale, scaled_design
+from ._design import scaled_design
 from ._backsolve import backsolve_cost, ridge_on_support
 from ._greedy import forward_greedy
 from ._iht import iht, jacobi_scale
@@ -69,13 +69,21 @@ _SUPPORT_PATIENCE = 5
 def objective(A, b, w, lam=0.0, w_bar=None):
     """``F(w) = ½‖b − A w‖² + (nλ/2)‖w − w̄‖²`` with n = ``A.shape[0]``, in float64
     (residual accumulated in float64, the problem rescaled by powers of two)."""
-    A, b, _, lam, w_bar, _ = check_problem(A, b, 0, lam, w_bar)
+    A, b, _, lam, w_bar, _ = check_problem(A, b, 0, lam, w_bar, finite=False)
     w = check_vector(w, A.shape[1], np.float64, "w")
-    design = Design(A, matrix_scale(A))
+    design = _finite_design(A)
     scaling = Scaling(design, b, w_bar)
     value = exact_objective(design, scaling.data(b), scaling.coef(w), scaling.coef(w_bar),
                             scaling.penalty(A.shape[0] * lam))
     return scaling.objective(value)
+
+
+def _finite_design(A):
+    """``scaled_design(A)``: A's finiteness (``ValueError`` naming A), scale and column norms in one read."""
+    design = scaled_design(A)
+    if design is None:
+        raise not_finite("A")
+    return design
 
 
 def _check_choice(value, name):
@@ -346,9 +354,7 @@ def _solve(A, b, k, lam, w_bar, w_init, projection, max_iter, tol, active_set, s
     timings, history = {}, []
     with timed(timings, "init"):
         # Internally: F̂ on Â = A/s, b̂ = b/t (powers of two; see _scaling).
-        design = scaled_design(A)  # A's finiteness, scale and column norms in one read
-        if design is None:
-            raise not_finite("A")
+        design = _finite_design(A)
         scaling = Scaling(design, b, w_bar)
         nlam = scaling.penalty(n * lam)
         w_bar64 = scaling.coef(w_bar)
