@@ -21,10 +21,12 @@ import os
 import statistics
 import time
 
-import torch
+from chita_nn.core.idle_threads import quiet_idle_threads
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+quiet_idle_threads()  # before torch and numpy load (chita_nn.core.idle_threads)
+
+import torch  # noqa: E402
 
 from _common import environment, report  # noqa: E402
 from layerwise_lm import document_tokens, load_model, model_folder, segments  # noqa: E402

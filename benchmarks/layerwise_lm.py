@@ -35,13 +35,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+from chita_nn.core.idle_threads import quiet_idle_threads
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# Idle OpenMP threads sleep instead of spinning (set before torch loads libgomp; inherited by the
-# llm-compressor subprocess): spinning threads of Numba's and torch's pools slowed the BLAS products and
-# parallel kernels between them (layer-wise CHITA: 30.0 -> 25.7 s on three SmolLM2 blocks).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Idle OpenMP and OpenBLAS threads sleep instead of spinning (set before torch and numpy load; inherited by the
+# llm-compressor subprocess): spinning pools slowed the kernels between them (layer-wise CHITA: 30.0 -> 25.7 s
+# on three SmolLM2 blocks with the OpenMP policy alone).
+quiet_idle_threads()
+
+import torch  # noqa: E402
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 OURS = ("magnitude", "wanda", "sparsegpt", "chita")

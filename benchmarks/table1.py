@@ -15,10 +15,11 @@ import logging
 import os
 import time
 
-# As the command line does: idle OpenMP threads sleep instead of spinning (set before torch loads its OpenMP
-# runtime). Spinning threads of torch's and Numba's pools slowed the solver's kernels between torch's work:
-# MLPNet CHITA++ at 0.7, 11.7-12.1 s -> 10.1-10.6 s per cell, alternated.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from chita_nn.core.idle_threads import quiet_idle_threads
+
+# As the command line does, before numpy and torch load: idle OpenMP and OpenBLAS threads sleep instead of
+# spinning (chita_nn.core.idle_threads; MLPNet CHITA++ 0.5 cell 12.8-13.9 s -> 7.8-8.3 s, alternated).
+quiet_idle_threads()
 
 from chita_nn.zoo.problems import load_problem  # noqa: E402 (after the environment is set)
 from chita_nn.core.runtime import evaluate  # noqa: E402

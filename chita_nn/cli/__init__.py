@@ -6,10 +6,10 @@ A user's mistake is one line ``chita-nn: error: ...`` with exit status 2, never 
 """
 import argparse
 import logging
-import os
 import sys
 
 from .. import __version__
+from ..core.idle_threads import quiet_idle_threads
 from .args import Parser, UsageError, positive_int
 from .export import add_export_parser
 from .gradual import add_gradual_parser
@@ -79,10 +79,10 @@ def main(argv=None):
 
     Ctrl-C ends the program (``argv`` None) with ``chita-nn: interrupted`` and status 130; a call with ``argv`` (in
     a test, a notebook) lets the KeyboardInterrupt reach its caller, which stops as well instead of going on."""
-    # Idle OpenMP threads sleep instead of spinning (read when torch first loads libgomp, so before any
-    # command imports it): spinning threads of Numba's and torch's pools slowed the BLAS products and
-    # parallel kernels between them (layer-wise CHITA on three SmolLM2 blocks: 30.0 -> 25.7 s).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Idle OpenMP and OpenBLAS threads sleep instead of spinning (read as the pools load, so before any command
+    # imports numpy or torch): spinning pools slowed the kernels between them (layer-wise CHITA on three
+    # SmolLM2 blocks: 30.0 -> 25.7 s with the OpenMP policy alone; see core.idle_threads).
+    quiet_idle_threads()
     try:
         return _run(argv)
     except (UsageError, ValueError, OSError, MemoryError, ModuleNotFoundError) as exc:
