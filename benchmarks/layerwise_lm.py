@@ -35,13 +35,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from chita_nn.core.idle_threads import quiet_idle_threads
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# Idle OpenMP and OpenBLAS threads sleep instead of spinning (set before torch and numpy load; inherited by the
-# llm-compressor subprocess): spinning pools slowed the kernels between them (layer-wise CHITA: 30.0 -> 25.7 s
-# on three SmolLM2 blocks with the OpenMP policy alone).
-quiet_idle_threads()
+# Idle OpenMP and OpenBLAS threads sleep instead of spinning (set before torch and numpy load): spinning pools
+# slowed the kernels between them (layer-wise CHITA: 30.0 -> 25.7 s on three SmolLM2 blocks with the OpenMP
+# policy alone). The llm-compressor worker runs this file in its own environment, without chita_nn: it inherits
+# the variables from this process.
+try:
+    from chita_nn.core.idle_threads import quiet_idle_threads
+except ModuleNotFoundError:
+    if "--llmc-worker" not in sys.argv:
+        raise
+else:
+    quiet_idle_threads()
 
 import torch  # noqa: E402
 

@@ -16,6 +16,11 @@ step (so the stopping test is unchanged). They won only at first steps in
 the runs measured (from zero on 3 of 12 best-subset designs; never in 40 steps
 of two pruning-shaped problems), where trying them at every step cost a third of
 a C-ordered step.
+
+On small supports (the solver's swap-search problems) the gradient needs no pass
+over A once the Gram columns of S are cached: ``Âᵀr = Âᵀb − Σ_{i∈S} (Âᵀâ_i) w_i``,
+O(|S|p) (``_step_direction``; best-subset median 32 → 23 ms with the one-read
+design statistics).
 """
 import numpy as np
 
