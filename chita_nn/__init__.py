@@ -21,6 +21,7 @@ _EXPORTS = {
     ".core.runtime": ("evaluate",),
     ".core.writeback": ("load_pruned", "recompute_batchnorm", "save_pruned"),
     ".core.export": ("export", "load_export"),
+    ".core.idle_threads": ("quiet_idle_threads",),
     ".methods.distributed": ("distributed_block_prune",),
     ".methods.gradual": ("GradualConfig", "load_recipe", "run_gradual"),
     ".methods.oneshot": ("magnitude_prune", "prune"),

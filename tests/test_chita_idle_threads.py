@@ -10,7 +10,7 @@ import pytest
 from chita_nn.core.idle_threads import DEFAULTS, quiet_idle_threads
 
 _PROBE = ("import os, sys\n"
-          "from chita_nn.core.idle_threads import quiet_idle_threads\n"
+          "from chita_nn import quiet_idle_threads\n"
           "assert 'numpy' not in sys.modules and 'torch' not in sys.modules\n"
           "print(sorted(quiet_idle_threads()), os.environ['OMP_WAIT_POLICY'], os.environ['OPENBLAS_THREAD_TIMEOUT'])\n")
 
