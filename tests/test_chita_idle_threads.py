@@ -45,7 +45,7 @@ def test_too_late_after_numpy_is_logged(monkeypatch, caplog):
     _unset(monkeypatch)
     with caplog.at_level(logging.WARNING, logger="chita_nn.core.idle_threads"):
         assert sorted(quiet_idle_threads()) == sorted(DEFAULTS)
-    assert "after numpy" in caplog.text
+    assert "after importing numpy" in caplog.text
 
 
 def test_the_command_line_sets_them_first(monkeypatch):

@@ -30,6 +30,6 @@ def quiet_idle_threads():
     for name in added:
         os.environ[name] = DEFAULTS[name]
     if added and loaded:
-        logger.warning("quiet_idle_threads() after %s was imported: %s apply to pools loaded from now on only",
+        logger.warning("quiet_idle_threads() after importing %s: %s apply only to pools loaded from now on",
                        " and ".join(loaded), ", ".join(added))
     return added
