@@ -61,12 +61,13 @@ def scaled_design(A):
     exactly (s is a power of two). When the squares overflow or underflow: ``matrix_scale`` and the norms
     of Â, as ``Design`` computes them.
     """
-    sq = Design(A).col_sq()
+    raw = Design(A)
+    sq = raw.col_sq()
     if not np.isfinite(sq).all():  # a NaN or an infinity, or squares beyond float64's range
         return Design(A, matrix_scale(A)) if all_finite(A) else None
     top = float(sq.max())
     zero = np.flatnonzero(sq == 0.0)
-    if top == 0.0 or np.frexp(top)[1] < _RAW_SQUARES_MIN_EXPONENT or not _zero_columns(Design(A), zero):
+    if top == 0.0 or np.frexp(top)[1] < _RAW_SQUARES_MIN_EXPONENT or not _zero_columns(raw, zero):
         return Design(A, matrix_scale(A))  # a zero norm from underflowing squares: the norms of Â
     scale = _power_of_two_above(np.sqrt(top))
     return Design(A, scale, col_sq=sq / (scale * scale))
@@ -85,16 +86,11 @@ class Design:
         self.A = A
         self.scale, self.inv = scale, 1.0 / scale
         self.n, self.p = A.shape
-        self.fortran = self.is_fortran(A)
+        self.fortran = bool(A.flags.f_contiguous) and not (A.flags.c_contiguous and self.n > 1)
         self._col_sq = col_sq  # ‖â_j‖², when the caller has them
         self._row_gram = None  # (support mask, A_S A_Sᵀ) of the last row_gram call
         self.refits = {}  # the last few exact refits, kept by _backsolve.ridge_on_support
         self.gram_columns = None  # Gram columns Âᵀâ_i kept by _local_search.GramColumns
-
-    @staticmethod
-    def is_fortran(A):
-        """Whether the kernels read ``A`` by columns (Fortran order; a one-row A counts as C order)."""
-        return bool(A.flags.f_contiguous) and not (A.flags.c_contiguous and A.shape[0] > 1)
 
     @property
     def nbytes(self):
